@@ -1,0 +1,166 @@
+"""The transformation type, its state types, and hyperparameters as data.
+
+A gradient transformation is a pair of pure functions::
+
+    init(params) -> state
+    update(updates, state, params=None, **extra_args) -> (updates, state)
+
+`GradientTransformation` is a ``NamedTuple(init, update)``, so every library
+that reads ``.init`` and ``.update`` (Flax, Haiku and Equinox loops, optax's
+combinators) accepts it. On top of that, a transformation built by a public
+constructor knows its name and its arguments: ``repr(tx)`` shows them, and a
+later config layer can serialise them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from types import MappingProxyType
+from typing import Any, Callable, NamedTuple, Protocol, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+PyTree = Any
+Params = PyTree
+Updates = PyTree
+OptState = PyTree
+Schedule = Callable[[jax.typing.ArrayLike], jax.typing.ArrayLike]
+ScalarOrSchedule = Union[float, jax.typing.ArrayLike, Schedule]
+
+
+class TransformInitFn(Protocol):
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class TransformUpdateFn(Protocol):
+    def __call__(
+        self,
+        updates: Updates,
+        state: OptState,
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, OptState]: ...
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    """Returns an `EmptyState`, whatever the params."""
+    del params
+    return EmptyState()
+
+
+class _InitUpdate(NamedTuple):
+    init: TransformInitFn
+    update: TransformUpdateFn
+
+
+class GradientTransformation(_InitUpdate):
+    """A pure ``(init, update)`` pair that may also describe itself.
+
+    It is a ``NamedTuple`` with the two fields ``init`` and ``update``; build a
+    custom one exactly as in optax::
+
+        tx = gx.GradientTransformation(init_fn, update_fn)
+
+    Transformations returned by gradxform's public constructors also carry:
+
+    * ``name``: the constructor's name, e.g. ``"scale_by_adam"``;
+    * ``hyperparams``: the constructor's keyword arguments, defaults included;
+    * ``children``: its positional arguments (the members of a ``chain``);
+    * ``inner``: for constructors built from other constructors (the
+      optimizers), the described transformation they return.
+
+    Their ``repr`` is the call that rebuilds them, for example
+    ``chain(clip_by_global_norm(max_norm=1.0), scale(step_size=-0.1))``.
+    """
+
+    # Not fields: a transformation without a description (built by hand, or by
+    # `_replace`) falls back to these.
+    name: str | None = None
+    hyperparams: MappingProxyType = MappingProxyType({})
+    children: tuple = ()
+    inner: GradientTransformation | None = None
+
+    def __repr__(self) -> str:
+        if self.name is None:
+            return f"GradientTransformation(init={self.init!r}, update={self.update!r})"
+        parts = [format_value(child) for child in self.children]
+        parts += [f"{key}={format_value(value)}" for key, value in self.hyperparams.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+
+def format_value(value: Any) -> str:
+    """Formats a hyperparameter the way it would be written in a call."""
+    if isinstance(value, GradientTransformation):
+        return repr(value)
+    if isinstance(value, tuple):
+        inner = ", ".join(format_value(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {format_value(v)}" for k, v in value.items()) + "}"
+    if is_dtype_like(value):
+        return repr(jnp.dtype(value).name)
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
+        return f"<function {value.__qualname__}>"
+    return repr(value)
+
+
+def is_dtype_like(value: Any) -> bool:
+    """True for ``jnp.float32``, ``np.dtype('bfloat16')``, ``'float16'`` and the like."""
+    if isinstance(value, np.dtype):
+        return True
+    if isinstance(value, type):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return False
+        return issubclass(value, np.generic) or hasattr(value, "dtype")
+    return False
+
+
+def describe(
+    tx: GradientTransformation,
+    name: str,
+    hyperparams: dict[str, Any],
+    children: tuple = (),
+) -> GradientTransformation:
+    """Returns ``tx`` carrying a description: its constructor's name and arguments."""
+    described = GradientTransformation(tx.init, tx.update)
+    described.name = name
+    described.hyperparams = MappingProxyType(dict(hyperparams))
+    described.children = tuple(children)
+    described.inner = tx if tx.name is not None else None
+    return described
+
+
+def public_constructor(constructor: Callable[..., GradientTransformation]):
+    """Decorates a constructor so that what it returns knows its name and arguments.
+
+    The constructor's arguments are bound to its signature with defaults
+    applied; ``*args`` become the children and the rest the hyperparameters.
+    """
+    signature = inspect.signature(constructor)
+    varargs = next(
+        (p.name for p in signature.parameters.values() if p.kind is p.VAR_POSITIONAL),
+        None,
+    )
+
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        children = arguments.pop(varargs, ()) if varargs else ()
+        tx = constructor(*args, **kwargs)
+        return describe(tx, constructor.__name__, arguments, children)
+
+    return build

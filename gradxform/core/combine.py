@@ -1,0 +1,119 @@
+"""Combining transformations: `chain` and `named_chain`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import jax
+
+from gradxform.core.base import GradientTransformation, public_constructor
+
+_UPDATE_POSITIONALS = 3  # updates, state, params
+
+
+def extra_args_filter(update: Callable) -> Callable[[dict], dict]:
+    """Decides, from ``update``'s signature, which extra keyword arguments it accepts.
+
+    An update with ``**kwargs`` gets every extra argument; otherwise it gets only
+    those it names. A plain optax transformation ``update(updates, state,
+    params=None)`` thus gets none, an optax ``GradientTransformationExtraArgs``
+    all of them. Decided once, when the chain is built.
+    """
+    try:
+        parameters = list(inspect.signature(update).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return lambda extra_args: {}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return lambda extra_args: extra_args
+    names = {
+        p.name
+        for p in parameters[_UPDATE_POSITIONALS:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return lambda extra_args: {k: v for k, v in extra_args.items() if k in names}
+
+
+def _check_member_states(owner: str, state: Any, count: int) -> None:
+    if not isinstance(state, (tuple, dict)) or len(state) != count:
+        raise ValueError(
+            f"{owner}: expected a state with one entry per member ({count}), got "
+            f"{jax.tree.structure(state)}"
+        )
+
+
+@public_constructor
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    r"""Applies transformations one after another.
+
+    .. math::
+        u \leftarrow T_n(\dots T_2(T_1(g)))
+
+    The state is a tuple with one entry per member. Members may be gradxform or
+    optax transformations; extra keyword arguments given to ``update`` reach
+    each member whose ``update`` accepts them (decided by its signature).
+
+    Args:
+      *transforms: the members, applied in order.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.chain(gx.clip_by_global_norm(1.0), gx.scale_by_adam(), gx.scale(-1e-3))
+    """
+    for index, tx in enumerate(transforms):
+        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+            raise TypeError(
+                f"chain: member {index} must be a transformation with init and update, "
+                f"got {tx!r}"
+            )
+    filters = tuple(extra_args_filter(tx.update) for tx in transforms)
+
+    def init_fn(params):
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _check_member_states("chain", state, len(transforms))
+        new_states = []
+        for tx, member_state, accepted in zip(transforms, state, filters):
+            updates, member_state = tx.update(updates, member_state, params, **accepted(extra_args))
+            new_states.append(member_state)
+        return updates, tuple(new_states)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+@public_constructor
+def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
+    r"""`chain` whose state is a dict keyed by member name.
+
+    .. math::
+        u \leftarrow T_{name_n}(\dots T_{name_1}(g))
+
+    Args:
+      *transforms: ``(name, transformation)`` pairs, applied in order; names
+        must be unique strings.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.named_chain(("clip", gx.clip_by_global_norm(1.0)), ("lr", gx.scale(-0.1)))
+      >>> sorted(tx.init({"w": 1.0}))
+      ['clip', 'lr']
+    """
+    names = [name for name, _ in transforms]
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"named_chain: each name must be a str, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"named_chain: names must be unique, got {names!r}")
+    inner = chain(*(tx for _, tx in transforms))
+
+    def init_fn(params):
+        return dict(zip(names, inner.init(params)))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _check_member_states("named_chain", state, len(names))
+        ordered = tuple(state[name] for name in names)
+        updates, new_states = inner.update(updates, ordered, params, **extra_args)
+        return updates, dict(zip(names, new_states))
+
+    return GradientTransformation(init_fn, update_fn)

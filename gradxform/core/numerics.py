@@ -1,0 +1,106 @@
+"""Numerics shared by the transformations: dtypes, counters, moments.
+
+Dtype policy (see DESIGN.md, "Dtype discipline"):
+
+* arithmetic runs in `compute_dtype`: at least float32, wider if an input is;
+* hyperparameters stay Python floats, so they are never rounded to a
+  low-precision dtype (optax#1414: in bfloat16, ``b2=0.999`` becomes 1.0);
+* results are cast back to the dtype of what they are stored in, and updates
+  to the gradients' dtype.
+
+Every function here is clean under ``jax.numpy_dtype_promotion("strict")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def leaf_dtype(x: Any) -> np.dtype:
+    """The dtype of an array leaf; a Python float gives float32 (or float64 with x64)."""
+    return jnp.asarray(x).dtype
+
+
+def compute_dtype(*dtypes: Any) -> np.dtype:
+    """The dtype to do arithmetic in: the widest of ``dtypes`` and float32.
+
+    bfloat16 and float16 compute in float32; float64 and complex types are kept.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        result = np.dtype(jnp.float32)
+        for dtype in dtypes:
+            result = jnp.promote_types(result, dtype)
+    return result
+
+
+def upcast(x: jax.Array, *others: Any) -> jax.Array:
+    """``x`` cast to `compute_dtype` of itself and the dtypes ``others``."""
+    return x.astype(compute_dtype(x.dtype, *others))
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|**2``; real for complex ``x``."""
+    if jnp.iscomplexobj(x):
+        return jnp.real(x) ** 2 + jnp.imag(x) ** 2
+    return x * x
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
+    top = np.iinfo(count.dtype).max
+    return jnp.where(count < top, count + 1, top).astype(count.dtype)
+
+
+def zero_count() -> jax.Array:
+    """A fresh int32 step counter."""
+    return jnp.zeros([], jnp.int32)
+
+
+def moment(decay: Any, previous: jax.Array, value: jax.Array) -> jax.Array:
+    """The exponential moving average ``decay * previous + (1 - decay) * value``.
+
+    Written as optax writes it, ``(1 - decay) * value + decay * previous``, so
+    that float32 results agree bit for bit.
+    """
+    return (1 - decay) * value + decay * previous
+
+
+def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
+    """``1 - decay**count`` in float32, the divisor that debiases a moment at step ``count``."""
+    return (1 - decay ** count).astype(jnp.float32)
+
+
+def schedule_value(learning_rate: Any, count: jax.Array) -> Any:
+    """Evaluates a schedule at ``count``; returns a constant unchanged."""
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def scale_leaf(factor: Any, x: jax.Array) -> jax.Array:
+    """``factor * x`` computed in `compute_dtype` and returned in ``x``'s dtype.
+
+    ``factor`` may be a Python number, a numpy scalar or a jax scalar of any float
+    dtype: it is never rounded to ``x``'s dtype before the multiplication.
+    """
+    if isinstance(factor, (int, float)):  # weakly typed: no rounding, no promotion
+        return (factor * upcast(x)).astype(x.dtype)
+    factor = jnp.asarray(factor)
+    dtype = compute_dtype(x.dtype, factor.dtype)
+    return (factor.astype(dtype) * x.astype(dtype)).astype(x.dtype)
+
+
+def real_dtype(dtype: Any) -> np.dtype:
+    """The real dtype of the same precision: complex64 -> float32, float32 -> float32."""
+    return np.dtype(jnp.finfo(dtype).dtype)
+
+
+def store(x: jax.Array, dtype: Any) -> jax.Array:
+    """Casts ``x`` to the dtype it is stored in (a real store takes a real part)."""
+    if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        x = jnp.real(x)
+    return x.astype(dtype)

@@ -1,0 +1,132 @@
+"""Pytree helpers shared by the transformations.
+
+``None`` is a leaf-less node in JAX pytrees: it appears where a framework
+filtered a parameter out (Equinox's ``eqx.filter``). The helpers here keep such
+``None`` entries where they are and never put a Python scalar into a state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gradxform.core import numerics
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:
+    """``jax.tree.map`` that leaves ``None`` entries of ``tree`` as ``None``."""
+    return jax.tree.map(
+        lambda x, *xs: None if x is None else fn(x, *xs), tree, *rest, is_leaf=_is_none
+    )
+
+
+def tree_full_like(tree: Any, fill_value: Any, dtype: Any = None) -> Any:
+    """An array tree like ``tree``, filled with ``fill_value``, each leaf of ``dtype``.
+
+    ``dtype=None`` keeps each leaf's dtype; a Python scalar leaf becomes a
+    strongly typed 0-d array, so that the state's dtypes never change.
+    """
+
+    def full(x):
+        leaf_dtype = numerics.leaf_dtype(x) if dtype is None else dtype
+        return jnp.full(jnp.shape(x), fill_value, dtype=leaf_dtype)
+
+    return tree_map_skip_none(full, tree)
+
+
+def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    """Zeros shaped like ``tree``; see `tree_full_like`."""
+    return tree_full_like(tree, 0, dtype)
+
+
+def tree_cast_like(tree: Any, reference: Any) -> Any:
+    """Casts each leaf of ``tree`` to the dtype of the same leaf of ``reference``."""
+    return tree_map_skip_none(lambda x, r: x.astype(numerics.leaf_dtype(r)), tree, reference)
+
+
+def tree_squared_norm(tree: Any) -> jax.Array:
+    """The sum of ``|x|**2`` over every element of every leaf, in at least float32."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    parts = [
+        jnp.sum(numerics.abs_sq(x.astype(numerics.compute_dtype(numerics.leaf_dtype(x)))))
+        for x in leaves
+    ]
+    dtype = numerics.compute_dtype(*(p.dtype for p in parts))
+    return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
+
+
+def tree_global_norm(tree: Any) -> jax.Array:
+    """``sqrt(sum_i ||x_i||^2)`` over all leaves (optax's ``tree.norm``)."""
+    return jnp.sqrt(tree_squared_norm(tree))
+
+
+def structure_mismatch(owner: str, what: str, expected: Any, got: Any) -> ValueError:
+    """The error raised when two trees that must match do not."""
+    return ValueError(
+        f"{owner}: the updates' tree structure does not match the {what}'s.\n"
+        f"  updates: {jax.tree.structure(got, is_leaf=_is_none)}\n"
+        f"  {what + ':':8} {jax.tree.structure(expected, is_leaf=_is_none)}"
+    )
+
+
+def check_same_structure(owner: str, what: str, expected: Any, updates: Any) -> None:
+    """Raises a `ValueError` naming ``owner`` unless ``updates`` is shaped like ``expected``.
+
+    Args:
+      owner: the transformation doing the check, named in the error.
+      what: what ``expected`` is ("state", "params"), named in the error.
+      expected: the tree the updates must match.
+      updates: the incoming updates.
+    """
+    if jax.tree.structure(expected, is_leaf=_is_none) != jax.tree.structure(
+        updates, is_leaf=_is_none
+    ):
+        raise structure_mismatch(owner, what, expected, updates)
+
+
+def broadcast_prefix(owner: str, prefix: Any, tree: Any) -> Any:
+    """Expands ``prefix`` (a tree whose leaves stand for whole subtrees) to ``tree``'s shape.
+
+    Used for masks: ``{"w": True, "b": False}`` against ``{"w": {...}, "b": ...}``.
+    Raises a `ValueError` naming ``owner`` when ``prefix`` is not a prefix of ``tree``.
+    """
+    try:
+        return jax.tree.map(
+            lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+            prefix,
+            tree,
+            is_leaf=_is_none,
+        )
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{owner}: the mask's tree structure is not a prefix of the params'.\n"
+            f"  mask:   {jax.tree.structure(prefix)}\n"
+            f"  params: {jax.tree.structure(tree, is_leaf=_is_none)}"
+        ) from error
+
+
+def tree_map_multi(fn: Callable, num_outputs: int, tree: Any, *rest: Any) -> tuple:
+    """Maps ``fn`` (returning ``num_outputs`` arrays) over leaves; returns one tree per output.
+
+    Lets a transformation compute everything for a leaf in one function (moments,
+    update) rather than in one ``tree.map`` per quantity. ``None`` entries of
+    ``tree`` give ``None`` in every output.
+    """
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
+    rest_leaves = [treedef.flatten_up_to(other) for other in rest]
+    results = [
+        None if leaf is None else fn(leaf, *others)
+        for leaf, *others in zip(leaves, *rest_leaves)
+    ]
+    return tuple(
+        treedef.unflatten([None if r is None else r[i] for r in results])
+        for i in range(num_outputs)
+    )

@@ -1,0 +1,123 @@
+"""Checks for constructor arguments.
+
+Each check raises at construction, naming the transformation, the argument and
+the value: ``scale_by_adam: b1 must be in [0, 1), got 1.5``. A wrong type gives
+`TypeError`; a value of the right type outside its range gives `ValueError`.
+Values that are jax tracers (a hyperparameter passed through ``jit``) cannot be
+inspected and are let through.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_tracer(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def real_number(owner: str, name: str, value: Any) -> float | None:
+    """Returns ``value`` as a Python float, or None if it is a tracer.
+
+    Raises `TypeError` unless ``value`` is a real number (a Python or numpy
+    number, or a 0-d real array) and `ValueError` if it is NaN or infinite.
+    """
+    if _is_tracer(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+    if isinstance(value, numbers.Real):
+        number = float(value)
+    else:
+        array = np.asarray(value) if hasattr(value, "shape") else None
+        if (
+            array is None
+            or array.shape != ()
+            or not np.issubdtype(array.dtype, np.number)
+            or np.issubdtype(array.dtype, np.complexfloating)
+        ):
+            raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+        number = float(array)
+    if not math.isfinite(number):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return number
+
+
+def in_range(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Checks that ``value`` is a finite real number inside the given interval."""
+    number = real_number(owner, name, value)
+    if number is None:
+        return
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        low_text = "-inf" if low is None else f"{low:g}"
+        high_text = "inf" if high is None else f"{high:g}"
+        raise ValueError(
+            f"{owner}: {name} must be in {left}{low_text}, {high_text}{right}, got {value!r}"
+        )
+
+
+def non_negative(owner: str, name: str, value: Any) -> None:
+    """``value >= 0``."""
+    in_range(owner, name, value, low=0.0)
+
+
+def positive(owner: str, name: str, value: Any) -> None:
+    """``value > 0``."""
+    in_range(owner, name, value, low=0.0, low_open=True)
+
+
+def decay_rate(owner: str, name: str, value: Any, *, allow_one: bool = False) -> None:
+    """A decay in ``[0, 1)``, or ``[0, 1]`` when ``allow_one``."""
+    in_range(owner, name, value, low=0.0, high=1.0, high_open=not allow_one)
+
+
+def boolean(owner: str, name: str, value: Any) -> None:
+    """A Python or numpy bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r}")
+
+
+def float_dtype(owner: str, name: str, value: Any) -> None:
+    """None, or a floating-point (or complex) dtype."""
+    if value is None:
+        return
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"{owner}: {name} must be a dtype, got {value!r}") from None
+    if not np.issubdtype(dtype, np.inexact):
+        raise ValueError(f"{owner}: {name} must be a floating-point dtype, got {value!r}")
+
+
+def scalar_or_schedule(owner: str, name: str, value: Any) -> None:
+    """A non-negative real number, or a callable ``count -> value``."""
+    if callable(value):
+        return
+    non_negative(owner, name, value)
+
+
+def tree_or_callable(owner: str, name: str, value: Any) -> None:
+    """None, a callable, or a pytree (a mask)."""
+    if value is None or callable(value):
+        return
+    if not jax.tree.leaves(value):
+        raise ValueError(f"{owner}: {name} must be a pytree of bools or a callable, got {value!r}")

@@ -1,0 +1,1 @@
+"""Transformations, one concern per module; each imports only from `gradxform.core`."""

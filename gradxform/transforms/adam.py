@@ -1,0 +1,218 @@
+"""Adam and AMSGrad: debiased moving averages of the gradient and its square."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform.core import numerics, tree, validation
+from gradxform.core.base import GradientTransformation, Updates, public_constructor
+
+
+class ScaleByAdamState(NamedTuple):
+    """The step count and the first and second moments."""
+
+    count: jax.Array  # int32, shape ()
+    mu: Updates
+    nu: Updates
+
+
+class ScaleByAmsgradState(NamedTuple):
+    """As `ScaleByAdamState`, plus the running maximum of the raw second moment."""
+
+    count: jax.Array  # int32, shape ()
+    mu: Updates
+    nu: Updates
+    nu_max: Updates
+
+
+def _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype):
+    validation.decay_rate(owner, "b1", b1)
+    validation.decay_rate(owner, "b2", b2)
+    validation.non_negative(owner, "eps", eps)
+    validation.non_negative(owner, "eps_root", eps_root)
+    validation.float_dtype(owner, "mu_dtype", mu_dtype)
+    validation.float_dtype(owner, "nu_dtype", nu_dtype)
+
+
+def _init_moments(params, mu_dtype, nu_dtype):
+    """First moments in ``mu_dtype`` (or the params'), second in ``nu_dtype`` (or real)."""
+
+    def nu_zeros(p):
+        dtype = numerics.real_dtype(numerics.leaf_dtype(p)) if nu_dtype is None else nu_dtype
+        return jnp.zeros(jnp.shape(p), dtype)
+
+    return tree.tree_zeros_like(params, mu_dtype), tree.tree_map_skip_none(nu_zeros, params)
+
+
+def _moments(g, mu, nu, b1, b2):
+    """Both moment updates for one leaf, in the compute dtype."""
+    dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
+    real = numerics.real_dtype(dtype)
+    g_c = g.astype(dtype)
+    mu_new = numerics.moment(b1, mu.astype(dtype), g_c)
+    nu_new = numerics.moment(b2, nu.astype(real), numerics.abs_sq(g_c))
+    return g_c, mu_new, nu_new
+
+
+def _scaled(mu_hat, nu_hat, eps, eps_root):
+    """``mu_hat / (sqrt(nu_hat + eps_root) + eps)``."""
+    denominator = jnp.sqrt(nu_hat + eps_root) + eps
+    return mu_hat / denominator.astype(mu_hat.dtype)
+
+
+@public_constructor
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    r"""Rescales updates by Adam's debiased moment estimates.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \\
+        \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
+        u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}
+
+    With ``nesterov`` (NAdam, Dozat 2016),
+    :math:`\hat m_t = \beta_1 \frac{m_t}{1-\beta_1^{t+1}} + (1-\beta_1)\frac{g_t}{1-\beta_1^t}`.
+    Kingma and Ba, 2015. Same formula and defaults as ``optax.scale_by_adam``;
+    arithmetic runs in at least float32, so ``b2=0.999`` stays 0.999 with
+    bfloat16 moments.
+
+    Args:
+      b1: :math:`\beta_1` in [0, 1).
+      b2: :math:`\beta_2` in [0, 1).
+      eps: :math:`\epsilon \ge 0`, added outside the square root.
+      eps_root: :math:`\epsilon_{root} \ge 0`, added inside the square root.
+      mu_dtype: dtype of :math:`m`; None keeps the params' dtype.
+      nu_dtype: dtype of :math:`v`; None keeps the params' (real) dtype.
+      nesterov: use Nesterov momentum (NAdam).
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.chain(gx.scale_by_adam(b1=0.9, b2=0.999), gx.scale_by_learning_rate(1e-3))
+    """
+    owner = "scale_by_adam"
+    _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    validation.boolean(owner, "nesterov", nesterov)
+
+    def init_fn(params):
+        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        return ScaleByAdamState(count=numerics.zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_same_structure(owner, "state", state.mu, updates)
+        count = numerics.safe_increment(state.count)
+        correction_1 = numerics.bias_correction(b1, count)
+        correction_2 = numerics.bias_correction(b2, count)
+        if nesterov:
+            next_correction_1 = numerics.bias_correction(b1, numerics.safe_increment(count))
+
+        def leaf(g, mu, nu):
+            g_c, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
+            dtype, real = mu_new.dtype, nu_new.dtype
+            if nesterov:
+                mu_hat = b1 * (mu_new / next_correction_1.astype(dtype)) + (1 - b1) * (
+                    g_c / correction_1.astype(dtype)
+                )
+            else:
+                mu_hat = mu_new / correction_1.astype(dtype)
+            nu_hat = nu_new / correction_2.astype(real)
+            update = _scaled(mu_hat, nu_hat, eps, eps_root)
+            return (
+                numerics.store(update, g.dtype),
+                numerics.store(mu_new, mu.dtype),
+                nu_new.astype(nu.dtype),
+            )
+
+        updates, mu, nu = tree.tree_map_multi(leaf, 3, updates, state.mu, state.nu)
+        return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+@public_constructor
+def scale_by_amsgrad(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
+) -> GradientTransformation:
+    r"""Rescales updates by AMSGrad: Adam with a non-decreasing second moment.
+
+    .. math::
+        m_t, v_t \text{ as in Adam}, \quad
+        v^{max}_t = \max(v^{max}_{t-1}, v_t), \qquad
+        u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{v^{max}_t / (1-\beta_2^t) + \epsilon_{root}} + \epsilon}
+
+    The maximum is taken over the **raw** second moment :math:`v_t` and the bias
+    correction is applied afterwards, as PyTorch (``Adam(amsgrad=True)``) and
+    Keras do. This deliberately differs from ``optax.scale_by_amsgrad``, which
+    takes the maximum of the bias-corrected :math:`\hat v_t`; the two agree only
+    when ``bias_correction_nu=False``. Reddi et al., 2018.
+
+    Args:
+      b1: :math:`\beta_1` in [0, 1).
+      b2: :math:`\beta_2` in [0, 1).
+      eps: :math:`\epsilon \ge 0`, added outside the square root.
+      eps_root: :math:`\epsilon_{root} \ge 0`, added inside the square root.
+      mu_dtype: dtype of :math:`m`; None keeps the params' dtype.
+      nu_dtype: dtype of :math:`v` and :math:`v^{max}`; None keeps the params' (real) dtype.
+      bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
+      bias_correction_nu: divide :math:`v^{max}_t` by :math:`1-\beta_2^t`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.chain(gx.scale_by_amsgrad(), gx.scale_by_learning_rate(1e-3))
+    """
+    owner = "scale_by_amsgrad"
+    _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    validation.boolean(owner, "bias_correction_mu", bias_correction_mu)
+    validation.boolean(owner, "bias_correction_nu", bias_correction_nu)
+
+    def init_fn(params):
+        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        return ScaleByAmsgradState(count=numerics.zero_count(), mu=mu, nu=nu, nu_max=nu)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_same_structure(owner, "state", state.mu, updates)
+        count = numerics.safe_increment(state.count)
+        correction_1 = numerics.bias_correction(b1, count)
+        correction_2 = numerics.bias_correction(b2, count)
+
+        def leaf(g, mu, nu, nu_max):
+            _, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
+            nu_max_new = jnp.maximum(nu_max.astype(nu_new.dtype), nu_new)
+            mu_hat = mu_new / correction_1.astype(mu_new.dtype) if bias_correction_mu else mu_new
+            nu_hat = (
+                nu_max_new / correction_2.astype(nu_new.dtype) if bias_correction_nu else nu_max_new
+            )
+            update = _scaled(mu_hat, nu_hat, eps, eps_root)
+            return (
+                numerics.store(update, g.dtype),
+                numerics.store(mu_new, mu.dtype),
+                nu_new.astype(nu.dtype),
+                nu_max_new.astype(nu_max.dtype),
+            )
+
+        updates, mu, nu, nu_max = tree.tree_map_multi(
+            leaf, 4, updates, state.mu, state.nu, state.nu_max
+        )
+        return updates, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+
+    return GradientTransformation(init_fn, update_fn)
