@@ -20,9 +20,15 @@ def _is_none(x: Any) -> bool:
 
 
 def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:
-    """``jax.tree.map`` that leaves ``None`` entries of ``tree`` as ``None``."""
+    """``jax.tree.map`` that leaves ``None`` entries of ``tree`` as ``None``.
+
+    Leaves of ``tree`` reach ``fn`` as arrays (a Python float becomes a 0-d array).
+    """
     return jax.tree.map(
-        lambda x, *xs: None if x is None else fn(x, *xs), tree, *rest, is_leaf=_is_none
+        lambda x, *xs: None if x is None else fn(jnp.asarray(x), *xs),
+        tree,
+        *rest,
+        is_leaf=_is_none,
     )
 
 
@@ -123,7 +129,7 @@ def tree_map_multi(fn: Callable, num_outputs: int, tree: Any, *rest: Any) -> tup
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
     rest_leaves = [treedef.flatten_up_to(other) for other in rest]
     results = [
-        None if leaf is None else fn(leaf, *others)
+        None if leaf is None else fn(jnp.asarray(leaf), *others)
         for leaf, *others in zip(leaves, *rest_leaves)
     ]
     return tuple(

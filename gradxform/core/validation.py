@@ -39,8 +39,8 @@ def real_number(owner: str, name: str, value: Any) -> float | None:
         if (
             array is None
             or array.shape != ()
-            or not np.issubdtype(array.dtype, np.number)
-            or np.issubdtype(array.dtype, np.complexfloating)
+            or not jnp.issubdtype(array.dtype, jnp.number)
+            or jnp.issubdtype(array.dtype, jnp.complexfloating)
         ):
             raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
         number = float(array)
@@ -104,7 +104,7 @@ def float_dtype(owner: str, name: str, value: Any) -> None:
         dtype = jnp.dtype(value)
     except TypeError:
         raise TypeError(f"{owner}: {name} must be a dtype, got {value!r}") from None
-    if not np.issubdtype(dtype, np.inexact):
+    if not jnp.issubdtype(dtype, jnp.inexact):
         raise ValueError(f"{owner}: {name} must be a floating-point dtype, got {value!r}")
 
 

@@ -22,9 +22,9 @@ def clip(max_delta: float) -> GradientTransformation:
       max_delta: :math:`\delta > 0`.
 
     Example:
-      >>> import gradxform as gx
+      >>> import jax.numpy as jnp, gradxform as gx
       >>> tx = gx.clip(1.0)
-      >>> tx.update({"w": 3.0}, tx.init({"w": 0.0}))[0]["w"]
+      >>> tx.update({"w": jnp.array(3.0)}, tx.init({"w": 0.0}))[0]["w"]
       Array(1., dtype=float32)
     """
     validation.positive("clip", "max_delta", max_delta)

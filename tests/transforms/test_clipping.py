@@ -1,0 +1,72 @@
+"""clip and clip_by_global_norm against optax; clip_by_norm against Keras's formula in NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradxform as gx
+from tests.helpers import compare_with_optax, gradient_stream, random_params, run_updates
+
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("max_delta", [0.5, 2.0])
+def test_clip_matches_optax(dtype, max_delta):
+    compare_with_optax(gx.clip(max_delta), optax.clip(max_delta), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, 100.0])
+def test_clip_by_global_norm_matches_optax(dtype, max_norm):
+    compare_with_optax(
+        gx.clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm), dtype=dtype
+    )
+
+
+def keras_clip_by_norm(g, c):
+    """Keras 3's clip_by_norm, transcribed: l2norm = sqrt(l2sum) if l2sum > 0 else l2sum."""
+    g = np.asarray(g, np.float32)
+    l2sum = np.sum(g * g, dtype=np.float32)
+    l2norm = np.sqrt(l2sum) if l2sum > 0 else l2sum
+    return (g * np.float32(c)) / np.maximum(l2norm, np.float32(c))
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 2.0, 50.0])
+def test_clip_by_norm_matches_keras_formula_per_leaf(max_norm):
+    params = random_params()
+    grads_seq = gradient_stream(params, 20)
+    updates, _ = run_updates(gx.clip_by_norm(max_norm), params, grads_seq)
+    for grads, clipped in zip(grads_seq, updates):
+        for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(clipped)):
+            np.testing.assert_allclose(u, keras_clip_by_norm(g, max_norm), rtol=1e-6, atol=1e-7)
+
+
+def test_clip_by_norm_is_per_leaf_not_global():
+    grads = {"big": jnp.full((4,), 10.0), "small": jnp.full((4,), 0.01)}
+    updates, _ = gx.clip_by_norm(1.0).update(grads, gx.clip_by_norm(1.0).init(grads))
+    np.testing.assert_allclose(np.linalg.norm(updates["big"]), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(updates["small"], grads["small"])
+
+
+def test_clip_by_norm_zero_gradient_stays_zero():
+    tx = gx.clip_by_norm(1.0)
+    grads = {"w": jnp.zeros(3)}
+    updates, _ = tx.update(grads, tx.init(grads))
+    np.testing.assert_array_equal(updates["w"], np.zeros(3))
+    gradient = jax.grad(lambda g: jnp.sum(tx.update({"w": g}, tx.init(grads))[0]["w"]))(jnp.zeros(3))
+    assert np.all(np.isfinite(gradient))
+
+
+def test_clip_by_global_norm_infinite_norm_is_documented_behaviour():
+    # Matches optax: an infinite norm sends finite entries to 0 and infinite ones to NaN.
+    grads = {"a": jnp.array([1.0, jnp.inf]), "b": jnp.array([2.0])}
+    ours, _ = gx.clip_by_global_norm(1.0).update(grads, ())
+    with jax.numpy_dtype_promotion("standard"):
+        theirs, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    np.testing.assert_array_equal(ours["a"], theirs["a"])
+    np.testing.assert_array_equal(ours["b"], theirs["b"])
+    np.testing.assert_array_equal(ours["b"], [0.0])
+    assert np.isnan(ours["a"][1])
