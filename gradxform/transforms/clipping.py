@@ -24,7 +24,7 @@ def clip(max_delta: float) -> GradientTransformation:
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
       >>> tx = gx.clip(1.0)
-      >>> tx.update({"w": jnp.array(3.0)}, tx.init({"w": 0.0}))[0]["w"]
+      >>> tx.update({"w": jnp.float32(3.0)}, tx.init({"w": 0.0}))[0]["w"]
       Array(1., dtype=float32)
     """
     validation.positive("clip", "max_delta", max_delta)
