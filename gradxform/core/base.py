@@ -100,6 +100,8 @@ def format_value(value: Any) -> str:
     """Formats a hyperparameter the way it would be written in a call."""
     if isinstance(value, GradientTransformation):
         return repr(value)
+    if _is_foreign_transformation(value):
+        return _foreign_transformation_name(value)
     if isinstance(value, tuple):
         inner = ", ".join(format_value(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -112,6 +114,21 @@ def format_value(value: Any) -> str:
     if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
         return f"<function {value.__qualname__}>"
     return repr(value)
+
+
+def _is_foreign_transformation(value: Any) -> bool:
+    """An ``(init, update)`` pair from another library (an optax transformation)."""
+    return isinstance(value, tuple) and callable(getattr(value, "init", None)) and callable(
+        getattr(value, "update", None)
+    )
+
+
+def _foreign_transformation_name(value: Any) -> str:
+    """``<optax transformation clip_by_global_norm>``, from where its update was defined."""
+    update = value.update
+    library = (getattr(update, "__module__", None) or "foreign").split(".")[0]
+    where = getattr(update, "__qualname__", type(update).__name__).split(".<locals>")[0]
+    return f"<{library} transformation {where}>"
 
 
 def is_dtype_like(value: Any) -> bool:
