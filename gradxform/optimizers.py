@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, public_constructor
 from gradxform.core.combine import chain
 from gradxform.core.primitives import identity
@@ -47,6 +48,7 @@ def sgd(
     """
     if momentum is None:
         return chain(identity(), scale_by_learning_rate(learning_rate))
+    validation.decay_rate("sgd", "momentum", momentum, allow_one=True)
     return chain(
         trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype),
         scale_by_learning_rate(learning_rate),
@@ -197,6 +199,8 @@ def rmsprop(
       >>> import gradxform as gx
       >>> tx = gx.rmsprop(1e-3, momentum=0.9)
     """
+    if momentum is not None:
+        validation.decay_rate("rmsprop", "momentum", momentum, allow_one=True)
     scaling = scale_by_stddev if centered else scale_by_rms
     members = [
         scaling(

@@ -34,12 +34,16 @@ def extra_args_filter(update: Callable) -> Callable[[dict], dict]:
     return lambda extra_args: {k: v for k, v in extra_args.items() if k in names}
 
 
-def _check_member_states(owner: str, state: Any, count: int) -> None:
-    if not isinstance(state, (tuple, dict)) or len(state) != count:
-        raise ValueError(
-            f"{owner}: expected a state with one entry per member ({count}), got "
-            f"{jax.tree.structure(state)}"
-        )
+def _check_member_states(owner: str, state: Any, expected: int | list[str]) -> None:
+    """A chain's state is a tuple of ``expected`` entries; a named chain's a dict of those keys."""
+    if isinstance(expected, int):
+        valid = isinstance(state, (tuple, list)) and len(state) == expected
+        wanted = f"a tuple with one state per member ({expected})"
+    else:
+        valid = isinstance(state, dict) and sorted(state) == sorted(expected)
+        wanted = f"a dict with one state per member, keyed {expected!r}"
+    if not valid:
+        raise ValueError(f"{owner}: expected {wanted}, got {jax.tree.structure(state)}")
 
 
 @public_constructor
@@ -111,7 +115,7 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
         return dict(zip(names, inner.init(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
-        _check_member_states("named_chain", state, len(names))
+        _check_member_states("named_chain", state, names)
         ordered = tuple(state[name] for name in names)
         updates, new_states = inner.update(updates, ordered, params, **extra_args)
         return updates, dict(zip(names, new_states))

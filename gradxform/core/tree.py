@@ -92,9 +92,9 @@ def check_same_structure(owner: str, what: str, expected: Any, updates: Any) -> 
       expected: the tree the updates must match.
       updates: the incoming updates.
     """
-    if jax.tree.structure(expected, is_leaf=_is_none) != jax.tree.structure(
-        updates, is_leaf=_is_none
-    ):
+    # None is compared as an empty node, so a None update where the state holds
+    # an array is a mismatch rather than a silent hole in the new state.
+    if jax.tree.structure(expected) != jax.tree.structure(updates):
         raise structure_mismatch(owner, what, expected, updates)
 
 
