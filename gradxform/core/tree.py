@@ -70,7 +70,19 @@ def tree_squared_norm(tree: Any) -> jax.Array:
 
 
 def tree_global_norm(tree: Any) -> jax.Array:
-    """``sqrt(sum_i ||x_i||^2)`` over all leaves (optax's ``tree.norm``)."""
+    r"""The global L2 norm of a tree, accumulated in at least float32 (optax's ``tree.norm``).
+
+    .. math::
+        \lVert T \rVert = \sqrt{\textstyle\sum_i \sum_j |x_{ij}|^2}
+
+    Args:
+      tree: a pytree of arrays; ``None`` entries are skipped.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> gx.tree_global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
+      Array(5., dtype=float32)
+    """
     return jnp.sqrt(tree_squared_norm(tree))
 
 

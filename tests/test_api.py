@@ -1,0 +1,61 @@
+"""The public API: flat, documented, and layered as DESIGN.md says."""
+
+import ast
+import inspect
+import pathlib
+
+import pytest
+
+import gradxform as gx
+
+PACKAGE = pathlib.Path(gx.__file__).parent
+FUNCTIONS = [name for name in gx.__all__ if inspect.isfunction(getattr(gx, name))]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_public_function_documents_formula_arguments_and_example(name):
+    doc = inspect.getdoc(getattr(gx, name))
+    assert doc, name
+    assert ".. math::" in doc, f"{name}: no formula"
+    assert ">>>" in doc and "Example" in doc, f"{name}: no example"
+    parameters = inspect.signature(getattr(gx, name)).parameters
+    if parameters:
+        assert "Args:" in doc, f"{name}: arguments undocumented"
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+@pytest.mark.parametrize(
+    "layer,allowed",
+    [("core", ("gradxform.core",)), ("transforms", ("gradxform.core",))],
+)
+def test_layers_import_only_downward(layer, allowed):
+    for path in (PACKAGE / layer).glob("*.py"):
+        for module in _imports(path):
+            if module.startswith("gradxform"):
+                assert module.startswith(allowed), f"{path.name} imports {module}"
+
+
+def test_modules_stay_small():
+    for path in PACKAGE.rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_runtime_needs_no_optax():
+    for path in PACKAGE.rglob("*.py"):
+        if path.name in ("demo.py",):
+            continue
+        top_level = [
+            node for node in ast.parse(path.read_text()).body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
+        for node in top_level:
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            assert not any(n and n.split(".")[0] in ("optax", "flax", "keras") for n in names), path
