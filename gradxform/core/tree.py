@@ -51,11 +51,6 @@ def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return tree_full_like(tree, 0, dtype)
 
 
-def tree_cast_like(tree: Any, reference: Any) -> Any:
-    """Casts each leaf of ``tree`` to the dtype of the same leaf of ``reference``."""
-    return tree_map_skip_none(lambda x, r: x.astype(numerics.leaf_dtype(r)), tree, reference)
-
-
 def tree_squared_norm(tree: Any) -> jax.Array:
     """The sum of ``|x|**2`` over every element of every leaf, in at least float32."""
     leaves = jax.tree.leaves(tree)
