@@ -73,8 +73,9 @@ def moment(decay: Any, previous: jax.Array, value: jax.Array) -> jax.Array:
 
 def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
     """``1 - decay**count`` in float32, the divisor that debiases a moment at step ``count``."""
-    # A float32 exponent gives the same values as optax's int32 one (checked in
-    # tests) and is also valid under strict promotion.
+    # A float32 exponent is valid under strict promotion (an int32 one is not, under
+    # jit); it gave bitwise the same values as optax's int32 exponent for counts
+    # 1..99 when checked, and the optax parity tests hold it to 2e-6.
     return (1 - decay ** count.astype(jnp.float32)).astype(jnp.float32)
 
 
