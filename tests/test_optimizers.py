@@ -172,31 +172,31 @@ INNER_CASES = [
         "chain(scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, "
         f"accumulator_dtype=None), {LR})",
     ),
-    (lambda: gx.adam(0.1), f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False), {LR})"),
+    (lambda: gx.adam(0.1), f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), {LR})"),
     (
         lambda: gx.adam(0.1, b1=0.5, mu_dtype=jnp.bfloat16, nesterov=True),
         "chain(scale_by_adam(b1=0.5, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='bfloat16', "
-        f"nu_dtype=None, nesterov=True), {LR})",
+        f"nu_dtype=None, nesterov=True, eps_hat=False), {LR})",
     ),
     (
         lambda: gx.adam(0.1, amsgrad=True),
         f"chain(scale_by_amsgrad({ADAM_DEFAULTS}, bias_correction_mu=True, "
-        f"bias_correction_nu=True), {LR})",
+        f"bias_correction_nu=True, eps_hat=False), {LR})",
     ),
     (
         lambda: gx.adamw(0.1),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False), "
-        f"add_decayed_weights(weight_decay=0.0001, mask=None), {LR})",
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"add_decayed_weights(weight_decay=0.0001, mask=None, exclude=None), {LR})",
     ),
     (
         lambda: gx.adamw(0.1, weight_decay=0.01, mask=decay_matrices),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False), "
-        f"add_decayed_weights(weight_decay=0.01, mask=<function decay_matrices>), {LR})",
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"add_decayed_weights(weight_decay=0.01, mask=<function decay_matrices>, exclude=None), {LR})",
     ),
     (
         lambda: gx.adamw(0.1, mask={"w": True, "b": False}),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False), "
-        f"add_decayed_weights(weight_decay=0.0001, mask={{'w': True, 'b': False}}), {LR})",
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"add_decayed_weights(weight_decay=0.0001, mask={{'w': True, 'b': False}}, exclude=None), {LR})",
     ),
     (
         lambda: gx.rmsprop(0.1),

@@ -57,10 +57,18 @@ def _moments(g, mu, nu, b1, b2):
     return g_c, mu_new, nu_new
 
 
-def _scaled(mu_hat, nu_hat, eps, eps_root):
-    """``mu_hat / (sqrt(nu_hat + eps_root) + eps)``."""
+def _scaled(mu_hat, nu, correction_2, eps, eps_root, eps_hat):
+    """``mu_hat / (sqrt(nu / c2 + eps_root) + eps)``, or in the epsilon-hat form
+    ``mu_hat * sqrt(c2) / (sqrt(nu + eps_root) + eps)``; ``correction_2`` None: no correction."""
+    if correction_2 is None:
+        nu_hat, numerator = nu, mu_hat
+    elif eps_hat:
+        nu_hat = nu
+        numerator = mu_hat * jnp.sqrt(correction_2).astype(mu_hat.dtype)
+    else:
+        nu_hat, numerator = nu / correction_2.astype(nu.dtype), mu_hat
     denominator = jnp.sqrt(nu_hat + eps_root) + eps
-    return mu_hat / denominator.astype(mu_hat.dtype)
+    return numerator / denominator.astype(mu_hat.dtype)
 
 
 @public_constructor
@@ -73,6 +81,7 @@ def scale_by_adam(
     nu_dtype: Any = None,
     *,
     nesterov: bool = False,
+    eps_hat: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Adam's debiased moment estimates.
 
@@ -84,6 +93,12 @@ def scale_by_adam(
 
     With ``nesterov`` (NAdam, Dozat 2016),
     :math:`\hat m_t = \beta_1 \frac{m_t}{1-\beta_1^{t+1}} + (1-\beta_1)\frac{g_t}{1-\beta_1^t}`.
+    With ``eps_hat`` (Keras's and TensorFlow's form, Kingma and Ba's section 2),
+    the bias correction of :math:`v` is folded into the step and :math:`\epsilon`
+    is added to the raw root:
+    :math:`u_t = \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t + \epsilon_{root}} + \epsilon)`,
+    i.e. an effective epsilon of :math:`\epsilon / \sqrt{1-\beta_2^t}` in the
+    formula above.
     Kingma and Ba, 2015. Same formula and defaults as ``optax.scale_by_adam``;
     arithmetic runs in at least float32, so ``b2=0.999`` stays 0.999 with
     bfloat16 moments.
@@ -96,6 +111,8 @@ def scale_by_adam(
       mu_dtype: dtype of :math:`m`; None keeps the params' dtype.
       nu_dtype: dtype of :math:`v`; None keeps the params' (real) dtype.
       nesterov: use Nesterov momentum (NAdam).
+      eps_hat: add :math:`\epsilon` before the bias correction of :math:`v`
+        (Keras's Adam) instead of after it (optax's).
 
     Example:
       >>> import gradxform as gx
@@ -104,6 +121,7 @@ def scale_by_adam(
     owner = "scale_by_adam"
     _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     validation.boolean(owner, "nesterov", nesterov)
+    validation.boolean(owner, "eps_hat", eps_hat)
 
     def init_fn(params):
         mu, nu = _init_moments(params, mu_dtype, nu_dtype)
@@ -120,15 +138,14 @@ def scale_by_adam(
 
         def leaf(g, mu, nu):
             g_c, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
-            dtype, real = mu_new.dtype, nu_new.dtype
+            dtype = mu_new.dtype
             if nesterov:
                 mu_hat = b1 * (mu_new / next_correction_1.astype(dtype)) + (1 - b1) * (
                     g_c / correction_1.astype(dtype)
                 )
             else:
                 mu_hat = mu_new / correction_1.astype(dtype)
-            nu_hat = nu_new / correction_2.astype(real)
-            update = _scaled(mu_hat, nu_hat, eps, eps_root)
+            update = _scaled(mu_hat, nu_new, correction_2, eps, eps_root, eps_hat)
             return (
                 numerics.store(update, g.dtype),
                 numerics.store(mu_new, mu.dtype),
@@ -151,6 +168,8 @@ def scale_by_amsgrad(
     nu_dtype: Any = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
+    *,
+    eps_hat: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by AMSGrad: Adam with a non-decreasing second moment.
 
@@ -174,6 +193,9 @@ def scale_by_amsgrad(
       nu_dtype: dtype of :math:`v` and :math:`v^{max}`; None keeps the params' (real) dtype.
       bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
       bias_correction_nu: divide :math:`v^{max}_t` by :math:`1-\beta_2^t`.
+      eps_hat: Keras's form, as in `scale_by_adam`:
+        :math:`u_t = \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v^{max}_t + \epsilon_{root}} + \epsilon)`.
+        This is Keras's ``Adam(amsgrad=True)`` exactly.
 
     Example:
       >>> import gradxform as gx
@@ -183,6 +205,7 @@ def scale_by_amsgrad(
     _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     validation.boolean(owner, "bias_correction_mu", bias_correction_mu)
     validation.boolean(owner, "bias_correction_nu", bias_correction_nu)
+    validation.boolean(owner, "eps_hat", eps_hat)
 
     def init_fn(params):
         mu, nu = _init_moments(params, mu_dtype, nu_dtype)
@@ -199,10 +222,10 @@ def scale_by_amsgrad(
             _, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
             nu_max_new = jnp.maximum(nu_max.astype(nu_new.dtype), nu_new)
             mu_hat = mu_new / correction_1.astype(mu_new.dtype) if bias_correction_mu else mu_new
-            nu_hat = (
-                nu_max_new / correction_2.astype(nu_new.dtype) if bias_correction_nu else nu_max_new
+            update = _scaled(
+                mu_hat, nu_max_new, correction_2 if bias_correction_nu else None,
+                eps, eps_root, eps_hat,
             )
-            update = _scaled(mu_hat, nu_hat, eps, eps_root)
             return (
                 numerics.store(update, g.dtype),
                 numerics.store(mu_new, mu.dtype),

@@ -1,14 +1,13 @@
-"""Weight decay added to the updates (L2 / AdamW-style decoupled decay)."""
+"""Weight decay: added to the updates (optax's form) or applied with the learning rate (Keras's)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import masks, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, public_constructor
 
 
@@ -18,18 +17,78 @@ class AddDecayedWeightsState(NamedTuple):
     count: jax.Array  # int32, shape ()
 
 
-def resolve_mask(owner: str, mask: Any, params: Any) -> Any:
-    """A bool per leaf of ``params`` from ``mask``: None (all True), a prefix tree, or a callable."""
-    if mask is None:
-        return tree.tree_map_skip_none(lambda _: True, params)
-    prefix = mask(params) if callable(mask) else mask
-    return tree.broadcast_prefix(owner, prefix, params)
+class DecoupledWeightDecayState(NamedTuple):
+    """The step count, the argument of a scheduled learning rate or decay."""
+
+    count: jax.Array  # int32, shape ()
+
+
+MaskLike = Any | Callable[[Any], Any] | str | Sequence[str] | None
+
+
+def _check_decay_arguments(owner, weight_decay, mask, exclude):
+    validation.scalar_or_schedule(owner, "weight_decay", weight_decay)
+    masks.check_mask_argument(owner, "mask", mask)
+    return masks.compile_patterns(owner, "exclude", exclude)
+
+
+def _decays_where(owner, mask, exclude_regex, params):
+    """A bool per leaf: in the mask and not excluded by name."""
+    selected = masks.resolve_mask(owner, mask, params)
+    return masks.combine_with_exclusion(selected, masks.match_paths(exclude_regex, params))
+
+
+def _map_decaying(owner, decayed_leaf, updates, params, decays):
+    """``decayed_leaf(g, p)`` on the leaves that decay, ``g`` unchanged on the others."""
+
+    def leaf(g, p, decays_here):
+        if masks.is_static_false(decays_here):
+            return g
+        p = jnp.asarray(p)
+        dtype = numerics.compute_dtype(g.dtype, p.dtype)
+        decayed = numerics.store(decayed_leaf(g.astype(dtype), p.astype(dtype)), g.dtype)
+        if isinstance(decays_here, bool):
+            return decayed
+        return jnp.where(decays_here, decayed, g)
+
+    tree.check_same_structure(owner, "params", params, updates)
+    return tree.tree_map_skip_none(leaf, updates, params, decays)
+
+
+def _as(value: Any, dtype: Any) -> Any:
+    """A Python number stays weakly typed (never rounded early); an array is cast to ``dtype``."""
+    if isinstance(value, (int, float)):
+        return value
+    return jnp.asarray(value).astype(dtype)
+
+
+def _decay_transform(owner, state_type, weight_decay, mask, exclude_regex, leaf_rule):
+    """The init/update pair shared by both decays; ``leaf_rule(count)`` gives ``(g, p) -> u``."""
+
+    def init_fn(params):
+        del params
+        return state_type(count=numerics.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{owner}: update needs params, got params=None")
+        new_state = state_type(count=numerics.safe_increment(state.count))
+        if isinstance(weight_decay, (int, float)) and weight_decay == 0:
+            tree.check_same_structure(owner, "params", params, updates)
+            return updates, new_state  # as optax: no 0 * inf = NaN from a zero decay
+        decays = _decays_where(owner, mask, exclude_regex, params)
+        return _map_decaying(owner, leaf_rule(state.count), updates, params, decays), new_state
+
+    return GradientTransformation(init_fn, update_fn)
 
 
 @public_constructor
 def add_decayed_weights(
     weight_decay: ScalarOrSchedule = 0.0,
-    mask: Any | Callable[[Any], Any] | None = None,
+    mask: MaskLike = None,
+    *,
+    exclude: str | Sequence[str] | None = None,
 ) -> GradientTransformation:
     r"""Adds the parameters, scaled by the weight decay, to the updates.
 
@@ -45,40 +104,72 @@ def add_decayed_weights(
     Args:
       weight_decay: :math:`\lambda \ge 0`, or a schedule ``count -> rate``.
       mask: which parameters decay: a pytree of bools shaped like (a prefix of)
-        the params, or a callable ``params -> such a tree``. None decays all.
+        the params, a callable ``params -> such a tree``, or regex patterns
+        searched in each leaf's key path (``"dense/kernel"``). None decays all.
+      exclude: regex patterns; a leaf whose key path matches one does not
+        decay, whatever the mask says (Keras's ``exclude_from_weight_decay``).
 
     Example:
       >>> import gradxform as gx
-      >>> no_bias = lambda params: {k: k != "b" for k in params}
-      >>> tx = gx.add_decayed_weights(1e-4, mask=no_bias)
+      >>> tx = gx.add_decayed_weights(1e-4, exclude=["bias", "norm"])
     """
     owner = "add_decayed_weights"
-    validation.scalar_or_schedule(owner, "weight_decay", weight_decay)
-    validation.tree_or_callable(owner, "mask", mask)
+    exclude_regex = _check_decay_arguments(owner, weight_decay, mask, exclude)
 
-    def init_fn(params):
-        del params
-        return AddDecayedWeightsState(count=numerics.zero_count())
+    def leaf_rule(count):
+        decay = numerics.schedule_value(weight_decay, count)
+        return lambda g, p: g + numerics.scale_leaf(decay, p)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError(f"{owner}: update needs params, got params=None")
-        tree.check_same_structure(owner, "params", params, updates)
-        decay = numerics.schedule_value(weight_decay, state.count)
-        decays = resolve_mask(owner, mask, params)
+    return _decay_transform(
+        owner, AddDecayedWeightsState, weight_decay, mask, exclude_regex, leaf_rule
+    )
 
-        def leaf(g, p, decays_here):
-            if isinstance(decays_here, (bool, np.bool_)) and not decays_here:
-                return g
-            p = jnp.asarray(p)
-            g_c = numerics.upcast(g, p.dtype)
-            decayed = numerics.store(g_c + numerics.scale_leaf(decay, p.astype(g_c.dtype)), g.dtype)
-            return decayed if isinstance(decays_here, (bool, np.bool_)) else jnp.where(decays_here, decayed, g)
 
-        new_state = AddDecayedWeightsState(count=numerics.safe_increment(state.count))
-        if isinstance(weight_decay, (int, float)) and weight_decay == 0:
-            return updates, new_state  # as optax: no 0 * inf = NaN from a zero decay
-        return tree.tree_map_skip_none(leaf, updates, params, decays), new_state
+@public_constructor
+def decoupled_weight_decay(
+    weight_decay: ScalarOrSchedule,
+    learning_rate: ScalarOrSchedule,
+    mask: MaskLike = None,
+    *,
+    exclude: str | Sequence[str] | None = None,
+) -> GradientTransformation:
+    r"""Shrinks each parameter by the plain learning rate times the weight decay (Keras's form).
 
-    return GradientTransformation(init_fn, update_fn)
+    .. math::
+        u_i = g_i - \theta_i\, \lambda(t)\, \eta(t) \quad \text{where } \mathrm{mask}_i
+        \text{ and not excluded}, \qquad u_i = g_i \text{ elsewhere}
+
+    so that, with any optimizer before it, :math:`\theta \leftarrow \theta -
+    \theta\lambda\eta - \text{step}`: Keras's ``x -= x * weight_decay * lr``,
+    with the plain learning rate, not Adam's bias-corrected step. Unlike
+    `add_decayed_weights` it does not depend on where the learning rate is
+    applied, so it can follow a complete optimizer:
+    ``chain(gx.adam(1e-3), gx.decoupled_weight_decay(0.004, 1e-3))`` is Keras's
+    ``AdamW``. Loshchilov and Hutter, 2019.
+
+    Args:
+      weight_decay: :math:`\lambda \ge 0`, or a schedule ``count -> rate``.
+      learning_rate: :math:`\eta \ge 0`, or a schedule ``count -> rate``; the
+        count is this transformation's own number of updates, from 0.
+      mask: which parameters decay, as in `add_decayed_weights`.
+      exclude: regex patterns searched in each leaf's key path; matching leaves
+        do not decay (``["bias", "norm"]``).
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.chain(gx.adam(1e-3), gx.decoupled_weight_decay(0.004, 1e-3, exclude="bias"))
+    """
+    owner = "decoupled_weight_decay"
+    exclude_regex = _check_decay_arguments(owner, weight_decay, mask, exclude)
+    validation.scalar_or_schedule(owner, "learning_rate", learning_rate)
+
+    def leaf_rule(count):
+        decay = numerics.schedule_value(weight_decay, count)
+        rate = numerics.schedule_value(learning_rate, count)
+        # Keras's order of operations: (x * weight_decay) * learning_rate.
+        return lambda g, p: g - (p * _as(decay, p.dtype)) * _as(rate, p.dtype)
+
+    return _decay_transform(
+        owner, DecoupledWeightDecayState, weight_decay, mask, exclude_regex, leaf_rule
+    )
+

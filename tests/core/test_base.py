@@ -96,12 +96,12 @@ REPRS = [
     (
         lambda: gx.scale_by_adam(b1=0.8, mu_dtype=jnp.float16, nu_dtype=np.dtype("float32")),
         "scale_by_adam(b1=0.8, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='float16', "
-        "nu_dtype='float32', nesterov=False)",
+        "nu_dtype='float32', nesterov=False, eps_hat=False)",
     ),
     (
         lambda: gx.scale_by_amsgrad(mu_dtype=jnp.bfloat16, nu_dtype="float32"),
         "scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='bfloat16', "
-        "nu_dtype='float32', bias_correction_mu=True, bias_correction_nu=True)",
+        "nu_dtype='float32', bias_correction_mu=True, bias_correction_nu=True, eps_hat=False)",
     ),
     (
         lambda: gx.scale_by_adagrad(accumulator_dtype=np.float32),
@@ -126,7 +126,7 @@ REPRS = [
     ),
     (
         lambda: gx.add_decayed_weights(1e-4, mask={"w": True, "b": False}),
-        "add_decayed_weights(weight_decay=0.0001, mask={'w': True, 'b': False})",
+        "add_decayed_weights(weight_decay=0.0001, mask={'w': True, 'b': False}, exclude=None)",
     ),
     (lambda: gx.scale_by_schedule(halve), "scale_by_schedule(step_size_fn=<function halve>)"),
     (
@@ -174,6 +174,7 @@ def test_name_and_hyperparams_include_defaults():
         "mu_dtype": None,
         "nu_dtype": None,
         "nesterov": False,
+        "eps_hat": False,
     }
     assert tx.children == ()
     assert tx.inner is None
@@ -211,12 +212,12 @@ def test_named_chain_children_are_the_pairs():
         (
             lambda: gx.adam(1e-3),
             "chain(scale_by_adam(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype=None, "
-            "nu_dtype=None, nesterov=False), scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
+            "nu_dtype=None, nesterov=False, eps_hat=False), scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
         ),
         (
             lambda: gx.adam(1e-3, amsgrad=True),
             "chain(scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype=None, "
-            "nu_dtype=None, bias_correction_mu=True, bias_correction_nu=True), "
+            "nu_dtype=None, bias_correction_mu=True, bias_correction_nu=True, eps_hat=False), "
             "scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
         ),
         (

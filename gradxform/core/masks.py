@@ -1,0 +1,127 @@
+"""Masks: which leaves of a parameter tree a transformation acts on.
+
+A mask is given as one of:
+
+* None: every leaf;
+* a pytree of bools shaped like (a prefix of) the params;
+* a callable ``params -> such a tree``;
+* name patterns: a regular expression, or a list of them, searched
+  (``re.search``) in each leaf's key path written as ``"dense/kernel"``.
+
+Key paths join the dict keys, sequence indices and attribute names from the
+root to the leaf with ``/``: ``{"params": {"Dense_0": {"bias": b}}}`` gives
+``"params/Dense_0/bias"``. A pattern ``"bias"`` matches it anywhere; anchor it
+as ``"(^|/)bias$"`` to match only a last component named ``bias``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from gradxform.core import tree
+
+
+def key_name(key: Any) -> str:
+    """The text of one key-path entry: a dict key, an index or an attribute name."""
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def path_string(path: Sequence[Any]) -> str:
+    """A key path as ``"dense/kernel"``."""
+    return "/".join(key_name(key) for key in path)
+
+
+def tree_paths(params: Any) -> Any:
+    """A tree like ``params`` holding each leaf's `path_string` (``None`` entries kept)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: None if leaf is None else path_string(path),
+        params,
+        is_leaf=lambda x: x is None,
+    )
+
+
+def is_pattern_list(value: Any) -> bool:
+    """True for a string or a non-empty list/tuple of strings."""
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(item, str) for item in value)
+    )
+
+
+def compile_patterns(owner: str, name: str, patterns: Any) -> re.Pattern | None:
+    """Joins regex ``patterns`` into one compiled regex, naming ``owner`` on a bad one.
+
+    None or an empty list gives None (nothing matches).
+    """
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{owner}: {name} must be a regex string or a list of them, got {patterns!r}")
+    if not patterns:
+        return None
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{owner}: {name} has an invalid regex {pattern!r}: {error}") from None
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
+def match_paths(regex: re.Pattern | None, params: Any) -> Any:
+    """A bool per leaf of ``params``: does ``regex`` occur in the leaf's key path."""
+    return jax.tree.map(
+        lambda path: regex is not None and regex.search(path) is not None,
+        tree_paths(params),
+    )
+
+
+def check_mask_argument(owner: str, name: str, mask: Any) -> None:
+    """Validates a mask argument at construction (see the module docstring for its forms)."""
+    if mask is None or callable(mask):
+        return
+    if is_pattern_list(mask):
+        compile_patterns(owner, name, mask)
+        return
+    if not jax.tree.leaves(mask):
+        raise ValueError(
+            f"{owner}: {name} must be a pytree of bools, a callable or regex patterns, "
+            f"got {mask!r}"
+        )
+
+
+def resolve_mask(owner: str, mask: Any, params: Any) -> Any:
+    """A bool (or bool array) per leaf of ``params`` from any form of mask."""
+    if mask is None:
+        return tree.tree_map_skip_none(lambda _: True, params)
+    if is_pattern_list(mask):
+        return match_paths(compile_patterns(owner, "mask", mask), params)
+    prefix = mask(params) if callable(mask) else mask
+    return tree.broadcast_prefix(owner, prefix, params)
+
+
+def combine_with_exclusion(selected: Any, excluded: Any) -> Any:
+    """``selected and not excluded``, leaf by leaf; ``selected`` may hold traced bools."""
+
+    def both(keep, drop):
+        if drop:
+            return False
+        return keep
+
+    return jax.tree.map(both, selected, excluded)
+
+
+def is_static_false(value: Any) -> bool:
+    """True when a mask entry is a Python/numpy ``False`` known before tracing."""
+    return isinstance(value, (bool, np.bool_)) and not value
