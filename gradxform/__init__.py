@@ -20,8 +20,17 @@ from gradxform.core.primitives import (
     stateless_with_tree_map,
 )
 from gradxform.core.tree import tree_global_norm
+from gradxform import keras, schedules
 from gradxform.interop import to_optax
 from gradxform.optimizers import adagrad, adam, adamw, rmsprop, sgd
+from gradxform.transforms.accumulation import (
+    AccumulateGradientsState,
+    MultiStepsState,
+    accumulate_gradients,
+    multi_steps,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradxform.transforms.adam import (
     ScaleByAdamState,
     ScaleByAmsgradState,
@@ -37,24 +46,43 @@ from gradxform.transforms.adaptive import (
     scale_by_stddev,
 )
 from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
+from gradxform.transforms.loss_scaling import (
+    DynamicLossScaleState,
+    StaticLossScaleState,
+    current_loss_scale,
+    dynamic_loss_scale,
+    scale_loss,
+    static_loss_scale,
+)
 from gradxform.transforms.momentum import EmaState, TraceState, ema, trace
+from gradxform.transforms.params_ema import ParamsEmaState, finalize_params, params_ema
 from gradxform.transforms.scaling import (
     ScaleByScheduleState,
     scale,
     scale_by_learning_rate,
     scale_by_schedule,
 )
-from gradxform.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
+from gradxform.transforms.weight_decay import (
+    AddDecayedWeightsState,
+    DecoupledWeightDecayState,
+    add_decayed_weights,
+    decoupled_weight_decay,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulateGradientsState",
     "AddDecayedWeightsState",
+    "DecoupledWeightDecayState",
+    "DynamicLossScaleState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "MultiStepsState",
     "OptState",
     "Params",
+    "ParamsEmaState",
     "ScalarOrSchedule",
     "ScaleByAdagradState",
     "ScaleByAdamState",
@@ -63,8 +91,10 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleByStddevState",
     "Schedule",
+    "StaticLossScaleState",
     "TraceState",
     "Updates",
+    "accumulate_gradients",
     "adagrad",
     "adam",
     "adamw",
@@ -74,9 +104,16 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "clip_by_norm",
+    "current_loss_scale",
+    "decoupled_weight_decay",
+    "dynamic_loss_scale",
     "ema",
+    "finalize_params",
     "identity",
+    "keras",
+    "multi_steps",
     "named_chain",
+    "params_ema",
     "rmsprop",
     "scale",
     "scale_by_adagrad",
@@ -86,9 +123,14 @@ __all__ = [
     "scale_by_rms",
     "scale_by_schedule",
     "scale_by_stddev",
+    "scale_loss",
+    "schedules",
     "sgd",
+    "skip_large_updates",
+    "skip_not_finite",
     "stateless",
     "stateless_with_tree_map",
+    "static_loss_scale",
     "to_optax",
     "tree_global_norm",
 ]

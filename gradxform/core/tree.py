@@ -81,6 +81,17 @@ def tree_global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(tree_squared_norm(tree))
 
 
+def tree_count_not_finite(tree: Any) -> jax.Array:
+    """The number of NaN and infinite entries over every leaf, as an int32 scalar."""
+    counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in jax.tree.leaves(tree)]
+    return sum(counts[1:], counts[0]) if counts else jnp.zeros([], jnp.int32)
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """True (a bool scalar) when every entry of every leaf is finite."""
+    return tree_count_not_finite(tree) == 0
+
+
 def structure_mismatch(owner: str, what: str, expected: Any, got: Any) -> ValueError:
     """The error raised when two trees that must match do not."""
     return ValueError(

@@ -90,6 +90,17 @@ def decay_rate(owner: str, name: str, value: Any, *, allow_one: bool = False) ->
     in_range(owner, name, value, low=0.0, high=1.0, high_open=not allow_one)
 
 
+def positive_int(owner: str, name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> None:
+    """A Python or numpy int (not a bool) ``>= minimum``, or None when ``allow_none``."""
+    if value is None and allow_none:
+        return
+    wanted = f"an int >= {minimum}" + (" or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be {wanted}, got {value!r}")
+
+
 def boolean(owner: str, name: str, value: Any) -> None:
     """A Python or numpy bool."""
     if not isinstance(value, (bool, np.bool_)):

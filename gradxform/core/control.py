@@ -1,0 +1,45 @@
+"""Running an inner transformation only when a traced condition holds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gradxform.core.base import GradientTransformation
+
+
+def hold_updates(shapes: Any) -> Any:
+    """Updates that leave every parameter bit-for-bit as it is: ``-0.0`` everywhere.
+
+    ``p + (-0.0) == p`` for every ``p``, including ``-0.0`` (``+0.0`` would turn a
+    ``-0.0`` parameter into ``+0.0``).
+    """
+    return jax.tree.map(lambda s: jnp.full(s.shape, -0.0, s.dtype), shapes)
+
+
+def update_or_hold(
+    condition: jax.Array,
+    inner: GradientTransformation,
+    inputs: Any,
+    inner_state: Any,
+    params: Any,
+    extra_args: dict,
+    prepare: Callable[[Any], Any] = lambda inputs: inputs,
+) -> tuple[Any, Any]:
+    """``inner.update(prepare(inputs), ...)`` if ``condition``, else (`hold_updates`, ``inner_state``).
+
+    A ``lax.cond``, so neither ``prepare`` nor the inner update is computed on
+    steps that hold.
+    """
+
+    def run(operands):
+        inputs, inner_state, params = operands
+        return inner.update(prepare(inputs), inner_state, params, **extra_args)
+
+    def hold(operands):
+        shapes = jax.eval_shape(lambda: run(operands)[0])
+        return hold_updates(shapes), operands[1]
+
+    return jax.lax.cond(condition, run, hold, (inputs, inner_state, params))

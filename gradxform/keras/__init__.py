@@ -1,0 +1,23 @@
+"""Keras 3 presets and learning-rate schedules: ``gx.keras.adam(...)`` reproduces Keras's Adam."""
+
+from gradxform.keras.presets import adagrad, adam, loss_scale_optimizer
+from gradxform.schedules.keras import (
+    CosineDecay,
+    CosineDecayRestarts,
+    ExponentialDecay,
+    InverseTimeDecay,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+)
+
+__all__ = [
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "adagrad",
+    "adam",
+    "loss_scale_optimizer",
+]

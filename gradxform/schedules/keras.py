@@ -1,0 +1,316 @@
+"""Keras 3's learning-rate schedules, under their Keras names, arguments and float32 formulas.
+
+Each is a small frozen dataclass: calling it with a step gives the rate, its
+``repr`` shows its parameters, and ``get_config()`` returns them as Keras does.
+The arithmetic follows ``keras.optimizers.schedules`` operation by operation, in
+float32, so the values agree with Keras's to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax.numpy as jnp
+
+from gradxform.core import validation
+
+_F32 = jnp.float32
+
+
+def _check_decay_steps(owner: str, name: str, value: Any) -> None:
+    validation.real_number(owner, name, value)
+    if value <= 0:
+        raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
+
+
+class _KerasSchedule:
+    """Shared behaviour: a Keras-style ``get_config`` from the dataclass fields."""
+
+    def get_config(self) -> dict:
+        """The constructor arguments, as Keras's ``get_config`` returns them."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExponentialDecay(_KerasSchedule):
+    r"""Keras's ``ExponentialDecay``.
+
+    .. math::
+        \eta(t) = \eta_0 \cdot r^{p}, \qquad p = t / T \;(\lfloor t/T \rfloor \text{ if staircase})
+
+    Args:
+      initial_learning_rate: :math:`\eta_0`.
+      decay_steps: :math:`T > 0`.
+      decay_rate: :math:`r`.
+      staircase: decay in discrete steps.
+      name: kept for Keras compatibility.
+
+    Example:
+      >>> import gradxform as gx
+      >>> round(float(gx.keras.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)(20)), 6)
+      0.025
+    """
+
+    initial_learning_rate: float
+    decay_steps: float
+    decay_rate: float
+    staircase: bool = False
+    name: str = "ExponentialDecay"
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+
+    def __call__(self, step):
+        initial = jnp.asarray(self.initial_learning_rate, _F32)
+        p = jnp.asarray(step).astype(_F32) / jnp.asarray(self.decay_steps, _F32)
+        if self.staircase:
+            p = jnp.floor(p)
+        return initial * jnp.power(jnp.asarray(self.decay_rate, _F32), p)
+
+
+@dataclasses.dataclass(frozen=True)
+class PiecewiseConstantDecay(_KerasSchedule):
+    r"""Keras's ``PiecewiseConstantDecay``.
+
+    .. math::
+        \eta(t) = v_0 \text{ if } t \le b_0;\; v_i \text{ if } b_{i-1} < t \le b_i;\;
+        v_n \text{ if } t > b_{n-1}
+
+    Args:
+      boundaries: increasing steps :math:`b_0 < \dots < b_{n-1}`.
+      values: the :math:`n+1` rates.
+      name: kept for Keras compatibility.
+
+    Example:
+      >>> import gradxform as gx
+      >>> float(gx.keras.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])(15))
+      0.5
+    """
+
+    boundaries: tuple
+    values: tuple
+    name: str = "PiecewiseConstant"
+
+    def __post_init__(self):
+        object.__setattr__(self, "boundaries", tuple(self.boundaries))
+        object.__setattr__(self, "values", tuple(self.values))
+        if len(self.boundaries) != len(self.values) - 1:
+            raise ValueError(
+                "The length of boundaries should be 1 less than the length of values. "
+                f"Received: boundaries={list(self.boundaries)} of length "
+                f"{len(self.boundaries)}, and values={list(self.values)} of length "
+                f"{len(self.values)}."
+            )
+
+    def __call__(self, step):
+        step = jnp.asarray(step)
+        # Keras casts the boundaries to the step's dtype and the indicators to the values'.
+        bounds = [jnp.asarray(b).astype(step.dtype) for b in self.boundaries]
+        values = [jnp.asarray(v, _F32) for v in self.values]
+        result = (step <= bounds[0]).astype(_F32) * values[0]
+        result = result + (step > bounds[-1]).astype(_F32) * values[-1]
+        for low, high, value in zip(bounds[:-1], bounds[1:], values[1:-1]):
+            result = result + ((step > low) & (step <= high)).astype(_F32) * value
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class PolynomialDecay(_KerasSchedule):
+    r"""Keras's ``PolynomialDecay``.
+
+    .. math::
+        \eta(t) = (\eta_0 - \eta_{end}) (1 - \min(t, T)/T)^{power} + \eta_{end}
+
+    With ``cycle``, :math:`T` is replaced by :math:`T \lceil t/T \rceil` (and
+    :math:`T` at :math:`t = 0`) instead of capping :math:`t`.
+
+    Args:
+      initial_learning_rate: :math:`\eta_0`.
+      decay_steps: :math:`T > 0`.
+      end_learning_rate: :math:`\eta_{end}`.
+      power: the exponent.
+      cycle: restart the decay every :math:`T` steps with a longer period.
+      name: kept for Keras compatibility.
+
+    Example:
+      >>> import gradxform as gx
+      >>> float(gx.keras.PolynomialDecay(1.0, decay_steps=10, end_learning_rate=0.0)(5))
+      0.5
+    """
+
+    initial_learning_rate: float
+    decay_steps: float
+    end_learning_rate: float = 0.0001
+    power: float = 1.0
+    cycle: bool = False
+    name: str = "PolynomialDecay"
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+
+    def __call__(self, step):
+        initial = jnp.asarray(self.initial_learning_rate, _F32)
+        end = jnp.asarray(self.end_learning_rate, _F32)
+        step = jnp.asarray(step).astype(_F32)
+        decay_steps = jnp.asarray(self.decay_steps, _F32)
+        if self.cycle:
+            multiplier = jnp.where(step == 0, _F32(1.0), jnp.ceil(step / decay_steps))
+            decay_steps = decay_steps * multiplier
+        else:
+            step = jnp.minimum(step, decay_steps)
+        p = step / decay_steps
+        return (initial - end) * jnp.power(1 - p, jnp.asarray(self.power, _F32)) + end
+
+
+@dataclasses.dataclass(frozen=True)
+class InverseTimeDecay(_KerasSchedule):
+    r"""Keras's ``InverseTimeDecay``.
+
+    .. math::
+        \eta(t) = \eta_0 / (1 + r\, p), \qquad p = t / T \;(\lfloor t/T \rfloor \text{ if staircase})
+
+    Args:
+      initial_learning_rate: :math:`\eta_0`.
+      decay_steps: :math:`T > 0`.
+      decay_rate: :math:`r`.
+      staircase: decay in discrete steps.
+      name: kept for Keras compatibility.
+
+    Example:
+      >>> import gradxform as gx
+      >>> float(gx.keras.InverseTimeDecay(1.0, decay_steps=1, decay_rate=1.0)(3))
+      0.25
+    """
+
+    initial_learning_rate: float
+    decay_steps: float
+    decay_rate: float
+    staircase: bool = False
+    name: str = "InverseTimeDecay"
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+
+    def __call__(self, step):
+        initial = jnp.asarray(self.initial_learning_rate, _F32)
+        p = jnp.asarray(step).astype(_F32) / jnp.asarray(self.decay_steps, _F32)
+        if self.staircase:
+            p = jnp.floor(p)
+        return initial / (_F32(1) + jnp.asarray(self.decay_rate, _F32) * p)
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineDecay(_KerasSchedule):
+    r"""Keras's ``CosineDecay``, with optional linear warmup.
+
+    .. math::
+        \eta(t) = \begin{cases}
+        \eta_0 + (\eta_w - \eta_0)\, t / W & t < W \\
+        \eta_{top} \left((1-\alpha) \tfrac12 (1 + \cos(\pi \min(t - W, T) / T)) + \alpha\right)
+        & \text{otherwise}
+        \end{cases}
+
+    with :math:`\eta_{top} = \eta_w` when ``warmup_target`` is set, else
+    :math:`\eta_0` (and :math:`W = 0`).
+
+    Args:
+      initial_learning_rate: :math:`\eta_0`.
+      decay_steps: :math:`T > 0`.
+      alpha: :math:`\alpha`, the final rate as a fraction of :math:`\eta_{top}`.
+      name: kept for Keras compatibility.
+      warmup_target: :math:`\eta_w`, or None for no warmup.
+      warmup_steps: :math:`W`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> round(float(gx.keras.CosineDecay(1.0, decay_steps=10)(5)), 6)
+      0.5
+    """
+
+    initial_learning_rate: float
+    decay_steps: float
+    alpha: float = 0.0
+    name: str = "CosineDecay"
+    warmup_target: float | None = None
+    warmup_steps: float = 0
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+
+    def _decay(self, step, decay_steps, decay_from):
+        completed = step / decay_steps
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.asarray(math.pi, _F32) * completed))
+        return decay_from * ((1 - self.alpha) * cosine + self.alpha)
+
+    def __call__(self, step):
+        initial = jnp.asarray(self.initial_learning_rate, _F32)
+        decay_steps = jnp.asarray(self.decay_steps, _F32)
+        step = jnp.asarray(step).astype(_F32)
+        if self.warmup_target is None:
+            return self._decay(jnp.minimum(step, decay_steps), decay_steps, initial)
+        target = jnp.asarray(self.warmup_target, _F32)
+        warmup_steps = jnp.asarray(self.warmup_steps, _F32)
+        step = jnp.minimum(step, decay_steps + warmup_steps)
+        warmup = (target - initial) * (step / warmup_steps) + initial
+        decay = self._decay(step - warmup_steps, decay_steps, target)
+        return jnp.where(step < warmup_steps, warmup, decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineDecayRestarts(_KerasSchedule):
+    r"""Keras's ``CosineDecayRestarts`` (SGDR, Loshchilov and Hutter, 2017).
+
+    With :math:`f = t / T_0`, restart :math:`i` and fraction :math:`f_i` of it
+    (:math:`i = \lfloor f \rfloor` when :math:`t_{mul} = 1`, otherwise
+    :math:`i = \lfloor \log(1 - f(1-t_{mul})) / \log t_{mul} \rfloor` and
+    :math:`f_i = (f - (1-t_{mul}^i)/(1-t_{mul})) / t_{mul}^i`):
+
+    .. math::
+        \eta(t) = \eta_0 \left((1-\alpha)\, \tfrac12 m_{mul}^{i} (1 + \cos(\pi f_i)) + \alpha\right)
+
+    Args:
+      initial_learning_rate: :math:`\eta_0`.
+      first_decay_steps: :math:`T_0 > 0`.
+      t_mul: each period is :math:`t_{mul}` times longer than the previous.
+      m_mul: each restart starts :math:`m_{mul}` times lower.
+      alpha: the final rate as a fraction of the restart's rate.
+      name: kept for Keras compatibility.
+
+    Example:
+      >>> import gradxform as gx
+      >>> float(gx.keras.CosineDecayRestarts(1.0, first_decay_steps=10)(10))
+      1.0
+    """
+
+    initial_learning_rate: float
+    first_decay_steps: float
+    t_mul: float = 2.0
+    m_mul: float = 1.0
+    alpha: float = 0.0
+    name: str = "SGDRDecay"
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "first_decay_steps", self.first_decay_steps)
+
+    def __call__(self, step):
+        initial = jnp.asarray(self.initial_learning_rate, _F32)
+        alpha = jnp.asarray(self.alpha, _F32)
+        t_mul = jnp.asarray(self.t_mul, _F32)
+        m_mul = jnp.asarray(self.m_mul, _F32)
+        completed = jnp.asarray(step).astype(_F32) / jnp.asarray(self.first_decay_steps, _F32)
+
+        i_linear = jnp.floor(completed)
+        fraction_linear = completed - i_linear
+        i_geometric = jnp.floor(jnp.log(1.0 - completed * (1.0 - t_mul)) / jnp.log(t_mul))
+        sum_r = (1.0 - jnp.power(t_mul, i_geometric)) / (1.0 - t_mul)
+        fraction_geometric = (completed - sum_r) / jnp.power(t_mul, i_geometric)
+        linear = t_mul == 1.0
+        i_restart = jnp.where(linear, i_linear, i_geometric)
+        fraction = jnp.where(linear, fraction_linear, fraction_geometric)
+
+        cosine = 0.5 * jnp.power(m_mul, i_restart) * (
+            1.0 + jnp.cos(jnp.asarray(math.pi, _F32) * fraction)
+        )
+        return initial * ((1 - alpha) * cosine + alpha)

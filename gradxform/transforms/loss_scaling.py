@@ -1,0 +1,198 @@
+"""Loss scaling for low-precision training: a static factor, or Keras's dynamic scale.
+
+The training loop multiplies the loss by the current scale (`scale_loss`)
+before differentiating, so that small float16 gradients do not underflow; these
+transformations divide the gradients by the same scale before anything else
+sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform.core import control, numerics, tree, validation
+from gradxform.core.base import GradientTransformation, public_constructor
+
+
+class StaticLossScaleState(NamedTuple):
+    """The constant loss scale, kept in the state so that `scale_loss` can find it."""
+
+    loss_scale: jax.Array  # float32, shape ()
+
+
+class DynamicLossScaleState(NamedTuple):
+    """The current scale, the finite steps since it last changed, the skips, and the inner state."""
+
+    loss_scale: jax.Array  # float32, shape ()
+    growth_count: jax.Array  # int32, shape (): consecutive finite steps, Keras's step_counter
+    skipped_steps: jax.Array  # int32, shape (): non-finite steps skipped so far
+    inner_state: Any
+
+
+def _unscale(updates: Any, loss_scale: jax.Array) -> Any:
+    """``g / scale`` in the gradients' dtype, as Keras divides."""
+    return tree.tree_map_skip_none(lambda g: g / loss_scale.astype(g.dtype), updates)
+
+
+@public_constructor
+def static_loss_scale(loss_scale: float) -> GradientTransformation:
+    r"""Divides the gradients by a constant loss scale (Keras's ``loss_scale_factor``).
+
+    .. math::
+        u = g / s
+
+    Put it first in the chain and differentiate ``gx.scale_loss(loss, state)``,
+    which is :math:`s \cdot \mathrm{loss}`. Keras divides before accumulating
+    and clipping, as this does when it comes first.
+
+    Args:
+      loss_scale: :math:`s > 0`, finite.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> tx = gx.chain(gx.static_loss_scale(1024.0), gx.adam(1e-3))
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> gx.scale_loss(jnp.float32(0.5), state)
+      Array(512., dtype=float32)
+    """
+    validation.positive("static_loss_scale", "loss_scale", loss_scale)
+
+    def init_fn(params):
+        del params
+        return StaticLossScaleState(loss_scale=jnp.asarray(loss_scale, jnp.float32))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return _unscale(updates, state.loss_scale), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+@public_constructor
+def dynamic_loss_scale(
+    inner: GradientTransformation,
+    initial_scale: float = 2.0**15,
+    dynamic_growth_steps: int = 2000,
+) -> GradientTransformation:
+    r"""Dynamic loss scaling around ``inner``, as Keras's ``LossScaleOptimizer``.
+
+    The incoming gradients are those of the scaled loss :math:`s \cdot L`:
+
+    .. math::
+        \begin{cases}
+        u = \mathrm{inner}(g / s); \;\; s \leftarrow 2s \text{ after } N \text{ finite steps in a row}
+          & g \text{ finite} \\
+        u = -0,\; \mathrm{inner\ state\ unchanged}; \;\; s \leftarrow s/2 & \text{otherwise}
+        \end{cases}
+
+    On a step with any NaN or inf gradient the update is ``-0.0`` (the params
+    stay bit-for-bit the same), the inner state (moments, counters, averages,
+    accumulators, schedules) is left untouched, the scale halves and
+    ``skipped_steps`` counts it. After ``dynamic_growth_steps`` consecutive
+    finite steps the scale doubles, after that step has used the old scale.
+    As in Keras there are no bounds on the scale. Differentiate
+    ``gx.scale_loss(loss, state)``.
+
+    Args:
+      inner: the transformation that receives the unscaled gradients.
+      initial_scale: the starting scale :math:`s > 0`.
+      dynamic_growth_steps: :math:`N \ge 1`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.dynamic_loss_scale(gx.adam(1e-3), initial_scale=2.0**15)
+    """
+    owner = "dynamic_loss_scale"
+    if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
+        raise TypeError(f"{owner}: inner must be a transformation with init and update, got {inner!r}")
+    validation.positive(owner, "initial_scale", initial_scale)
+    validation.positive_int(owner, "dynamic_growth_steps", dynamic_growth_steps)
+
+    def init_fn(params):
+        return DynamicLossScaleState(
+            loss_scale=jnp.asarray(initial_scale, jnp.float32),
+            growth_count=numerics.zero_count(),
+            skipped_steps=numerics.zero_count(),
+            inner_state=inner.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        finite = tree.tree_all_finite(updates)
+        new_updates, inner_state = control.update_or_hold(
+            finite, inner, updates, state.inner_state, params, extra_args,
+            prepare=lambda grads: _unscale(grads, state.loss_scale),
+        )
+        grow = jnp.logical_and(finite, state.growth_count == dynamic_growth_steps - 1)
+        loss_scale = jnp.where(
+            finite, jnp.where(grow, state.loss_scale * 2, state.loss_scale), state.loss_scale * 0.5
+        )
+        growth_count = jnp.where(
+            finite & ~grow, numerics.safe_increment(state.growth_count), 0
+        ).astype(jnp.int32)
+        skipped = jnp.where(
+            finite, state.skipped_steps, numerics.safe_increment(state.skipped_steps)
+        )
+        return new_updates, DynamicLossScaleState(
+            loss_scale=loss_scale,
+            growth_count=growth_count,
+            skipped_steps=skipped,
+            inner_state=inner_state,
+        )
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _is_loss_scale_state(node: Any) -> bool:
+    return isinstance(node, (StaticLossScaleState, DynamicLossScaleState))
+
+
+def current_loss_scale(opt_state: Any) -> jax.Array:
+    r"""The product of every loss scale in the state; 1.0 when there is none.
+
+    .. math::
+        s = \textstyle\prod_j s_j
+
+    Args:
+      opt_state: an optimizer state, searched however deeply nested.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> gx.current_loss_scale(gx.static_loss_scale(8.0).init({}))
+      Array(8., dtype=float32)
+    """
+    scales = [
+        node.loss_scale
+        for node in jax.tree.leaves(opt_state, is_leaf=_is_loss_scale_state)
+        if _is_loss_scale_state(node)
+    ]
+    return jnp.prod(jnp.stack(scales)) if scales else jnp.ones([], jnp.float32)
+
+
+def scale_loss(loss: jax.Array, opt_state: Any) -> jax.Array:
+    r"""Multiplies a loss by the state's current loss scale (Keras's ``optimizer.scale_loss``).
+
+    .. math::
+        L_{scaled} = s \cdot L
+
+    ``s`` is the product of every `static_loss_scale` and `dynamic_loss_scale`
+    in the state (see `current_loss_scale`), so the loss comes back unchanged
+    when there is none. The product is computed in at least float32 and
+    returned in the loss's dtype.
+
+    Args:
+      loss: the loss, a scalar array.
+      opt_state: the optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> tx = gx.dynamic_loss_scale(gx.sgd(0.1), initial_scale=4.0)
+      >>> gx.scale_loss(jnp.float32(0.25), tx.init({"w": jnp.zeros(2)}))
+      Array(1., dtype=float32)
+    """
+    loss = jnp.asarray(loss)
+    scale = current_loss_scale(opt_state)
+    dtype = numerics.compute_dtype(loss.dtype)
+    return (loss.astype(dtype) * scale.astype(dtype)).astype(loss.dtype)
