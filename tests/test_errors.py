@@ -151,6 +151,60 @@ _INVALID = [
     (gx.scale, {"step_size": True}, TypeError),
     (gx.scale, {"step_size": "2"}, TypeError),
     (gx.scale, {"step_size": jnp.ones(3)}, TypeError),
+    # Keras-form features.
+    (gx.scale_by_adam, {"eps_hat": 1}, TypeError),
+    (gx.scale_by_amsgrad, {"eps_hat": "yes"}, TypeError),
+    *[
+        (gx.decoupled_weight_decay, {**base, arg: value}, exc)
+        for base, arg in (({"learning_rate": 0.1}, "weight_decay"), ({"weight_decay": 0.1}, "learning_rate"))
+        for value, exc in ((-0.1, ValueError), (NAN, ValueError), (INF, ValueError), (True, TypeError))
+    ],
+    *[
+        (ctor, {**base, "exclude": value}, exc)
+        for ctor, base in ((gx.add_decayed_weights, {}), (gx.decoupled_weight_decay, {"weight_decay": 0.1, "learning_rate": 0.1}))
+        for value, exc in (("(", ValueError), ("bias[", ValueError), (3, TypeError), (b"bias", TypeError))
+    ],
+    (gx.add_decayed_weights, {"mask": "bias("}, ValueError),
+    *[
+        (gx.params_ema, {arg: value}, exc)
+        for arg, value, exc in (
+            ("decay", 1.5, ValueError), ("decay", -0.1, ValueError), ("decay", NAN, ValueError),
+            ("decay", "0.9", TypeError), ("overwrite_frequency", 0, ValueError),
+            ("overwrite_frequency", -3, ValueError), ("overwrite_frequency", 2.0, TypeError),
+            ("overwrite_frequency", True, TypeError), ("calls_per_step", 0, ValueError),
+            ("calls_per_step", None, TypeError), ("ema_dtype", "int32", ValueError),
+        )
+    ],
+    *[
+        (gx.accumulate_gradients, {"inner": gx.sgd(0.1), arg: value}, exc)
+        for arg, value, exc in (
+            ("every_k", 0, ValueError), ("every_k", -2, ValueError), ("every_k", 2.5, TypeError),
+            ("every_k", True, TypeError),
+        )
+    ],
+    (gx.accumulate_gradients, {"inner": gx.sgd(0.1), "every_k": 2, "accumulator_dtype": "int8"}, ValueError),
+    *[
+        (gx.multi_steps, {"inner": gx.sgd(0.1), **base, arg: value}, exc)
+        for base, arg, value, exc in (
+            ({}, "every_k_schedule", 0, ValueError), ({}, "every_k_schedule", 1.5, TypeError),
+            ({"every_k_schedule": 2}, "use_grad_mean", "yes", TypeError),
+            ({"every_k_schedule": 2}, "should_skip_update_fn", 3, TypeError),
+            ({"every_k_schedule": 2}, "accumulator_dtype", "int32", ValueError),
+        )
+    ],
+    *[
+        (gx.static_loss_scale, {"loss_scale": value}, exc)
+        for value, exc in ((0.0, ValueError), (-128.0, ValueError), (NAN, ValueError),
+                           (INF, ValueError), (True, TypeError))
+    ],
+    *[
+        (gx.dynamic_loss_scale, {"inner": gx.sgd(0.1), arg: value}, exc)
+        for arg, value, exc in (
+            ("initial_scale", 0.0, ValueError), ("initial_scale", -1.0, ValueError),
+            ("initial_scale", INF, ValueError), ("dynamic_growth_steps", 0, ValueError),
+            ("dynamic_growth_steps", 10.0, TypeError),
+        )
+    ],
 ]
 
 def _checked_argument(kwargs):
@@ -314,6 +368,9 @@ _STATEFUL = {
     "scale_by_stddev": gx.scale_by_stddev,
     "trace": lambda: gx.trace(0.9),
     "ema": lambda: gx.ema(0.9),
+    "params_ema": lambda: gx.params_ema(0.9),
+    "accumulate_gradients": lambda: gx.accumulate_gradients(gx.sgd(0.1), 2),
+    "multi_steps": lambda: gx.multi_steps(gx.sgd(0.1), 2),
 }
 
 

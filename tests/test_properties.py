@@ -78,6 +78,31 @@ FACTORIES = {
     "adamw": lambda: gx.adamw(1e-3, weight_decay=1e-2, mask=_PREFIX_MASK),
     "rmsprop": lambda: gx.rmsprop(1e-3),
     "rmsprop_centered_momentum": lambda: gx.rmsprop(1e-3, centered=True, momentum=0.9),
+    "scale_by_adam_eps_hat": lambda: gx.scale_by_adam(eps_hat=True),
+    "scale_by_amsgrad_eps_hat": lambda: gx.scale_by_amsgrad(eps_hat=True),
+    "add_decayed_weights_exclude": lambda: gx.add_decayed_weights(1e-2, exclude=["bias", "^pair"]),
+    "decoupled_weight_decay": lambda: gx.decoupled_weight_decay(
+        1e-2, _decaying, mask=_matrices_only, exclude="(^|/)kernel$"
+    ),
+    "params_ema": lambda: gx.params_ema(0.9),
+    "params_ema_overwrite": lambda: gx.params_ema(0.9, overwrite_frequency=2, calls_per_step=2),
+    "accumulate_gradients": lambda: gx.accumulate_gradients(gx.adam(1e-3), every_k=2),
+    "multi_steps": lambda: gx.multi_steps(gx.adam(1e-3), every_k_schedule=2),
+    "multi_steps_skip": lambda: gx.multi_steps(
+        gx.sgd(0.1), lambda step: 2 + step % 2, should_skip_update_fn=gx.skip_not_finite
+    ),
+    "static_loss_scale": lambda: gx.static_loss_scale(128.0),
+    "dynamic_loss_scale": lambda: gx.dynamic_loss_scale(gx.adam(1e-3), 2.0**4, 2),
+    "keras_adam_everything": lambda: gx.keras.adam(
+        gx.keras.CosineDecay(1e-3, 10, warmup_target=1e-2, warmup_steps=2),
+        amsgrad=True, weight_decay=0.01, clipnorm=1.0, use_ema=True, ema_overwrite_frequency=2,
+        loss_scale_factor=8.0, gradient_accumulation_steps=2, exclude_from_weight_decay=["bias"],
+    ),
+    "keras_adagrad_everything": lambda: gx.keras.loss_scale_optimizer(
+        gx.keras.adagrad(0.1, weight_decay=0.01, global_clipnorm=1.0, use_ema=True,
+                         gradient_accumulation_steps=3),
+        initial_scale=2.0**4, dynamic_growth_steps=2,
+    ),
 }
 NAMES = sorted(FACTORIES)
 LOW_PRECISION = [jnp.bfloat16, jnp.float16]
