@@ -16,7 +16,9 @@ chain, in Keras's order of operations (``keras_semantics.md`` section 1):
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
 
 from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule
@@ -41,6 +43,9 @@ _DIFFERENCES = """
     * ``clipnorm``, ``clipvalue``, ``global_clipnorm`` zero or negative (Keras
       then does not clip);
     * ``epsilon`` zero or negative (Keras may then divide 0 by 0);
+    * ``initial_accumulator_value`` negative (Adagrad; Keras then gives NaN);
+    * ``beta_1`` or ``beta_2`` outside [0, 1) (Adam);
+    * ``loss_scale_factor`` zero, negative or not finite (Keras divides by it);
     * ``gradient_accumulation_steps`` not an int, e.g. ``2.5``;
     * ``ema_momentum`` outside [0, 1] or ``ema_overwrite_frequency`` not an int
       >= 1 (``0``, ``True``), even when ``use_ema=False``;
@@ -83,95 +88,116 @@ def _check_positive_or_none(owner: str, name: str, value: Any) -> None:
         raise _fail(owner, f"{name} must be > 0 or None, got {value!r} (Keras would not clip)")
 
 
-def _check_base_arguments(
-    owner,
-    learning_rate,
-    weight_decay,
-    clipnorm,
-    clipvalue,
-    global_clipnorm,
-    ema_momentum,
-    ema_overwrite_frequency,
-    loss_scale_factor,
-    gradient_accumulation_steps,
-    kwargs,
-):
+class _KerasBase(NamedTuple):
+    """The arguments every Keras optimizer takes, beside its own."""
+
+    learning_rate: Any
+    weight_decay: Any
+    clipnorm: Any
+    clipvalue: Any
+    global_clipnorm: Any
+    use_ema: Any
+    ema_momentum: Any
+    ema_overwrite_frequency: Any
+    loss_scale_factor: Any
+    gradient_accumulation_steps: Any
+    exclude_from_weight_decay: Any
+
+
+def _check_base_arguments(owner: str, base: _KerasBase, kwargs: dict) -> None:
     """Keras's constructor checks with Keras's messages, then the stricter ones."""
     if kwargs:
         if "decay" in kwargs:
             raise _fail(owner, "argument `decay` is no longer supported (Keras ignores it)")
         raise _fail(owner, f"Argument(s) not recognized: {kwargs}")
-    if sum(value is not None for value in (clipnorm, clipvalue, global_clipnorm)) > 1:
+    clipping = (base.clipnorm, base.clipvalue, base.global_clipnorm)
+    if sum(value is not None for value in clipping) > 1:
         raise _fail(
             owner,
             "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
-            f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, "
-            f"global_clipnorm={global_clipnorm}",
+            f"Received: clipnorm={base.clipnorm}, clipvalue={base.clipvalue}, "
+            f"global_clipnorm={base.global_clipnorm}",
         )
-    gas = gradient_accumulation_steps
-    if gas is not None and gas != 0 and (isinstance(gas, bool) or not isinstance(gas, int) or gas < 2):
+    gas = base.gradient_accumulation_steps
+    if gas is not None and gas != 0 and not _is_int_at_least(gas, 2):
         raise _fail(
             owner,
             "`gradient_accumulation_steps` must be an integer >= 2. "
             f"Received: gradient_accumulation_steps={gas}",
         )
-    validation.real_number(owner, "ema_momentum", ema_momentum)
-    if not 0 <= ema_momentum <= 1:
+    validation.real_number(owner, "ema_momentum", base.ema_momentum)
+    if not 0 <= base.ema_momentum <= 1:
         raise _fail(
-            owner, f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={ema_momentum}"
+            owner,
+            "`ema_momentum` must be in the range [0, 1]. "
+            f"Received: ema_momentum={base.ema_momentum}",
         )
-    frequency = ema_overwrite_frequency
-    if frequency is not None and (isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1):
+    frequency = base.ema_overwrite_frequency
+    if frequency is not None and not _is_int_at_least(frequency, 1):
         raise _fail(
             owner,
             "`ema_overwrite_frequency` must be an integer >= 1 or None. "
             f"Received: ema_overwrite_frequency={frequency}",
         )
-    _check_learning_rate(owner, learning_rate)
-    if weight_decay is not None:
-        validation.non_negative(owner, "weight_decay", weight_decay)
-    for name, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
+    _check_learning_rate(owner, base.learning_rate)
+    if base.weight_decay is not None:
+        validation.non_negative(owner, "weight_decay", base.weight_decay)
+    for name, value in zip(("clipnorm", "clipvalue", "global_clipnorm"), clipping):
         _check_positive_or_none(owner, name, value)
-    if loss_scale_factor is not None:
-        validation.positive(owner, "loss_scale_factor", loss_scale_factor)
+    if base.loss_scale_factor is not None:
+        validation.positive(owner, "loss_scale_factor", base.loss_scale_factor)
 
 
-def _keras_chain(
-    scaling: GradientTransformation,
-    learning_rate,
-    weight_decay,
-    clipnorm,
-    clipvalue,
-    global_clipnorm,
-    use_ema,
-    ema_momentum,
-    ema_overwrite_frequency,
-    loss_scale_factor,
-    gradient_accumulation_steps,
-    exclude_from_weight_decay,
-) -> GradientTransformation:
-    every_k = gradient_accumulation_steps or None
+def _is_int_at_least(value: Any, minimum: int) -> bool:
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return is_int and value >= minimum
+
+
+def _keras_chain(scaling: GradientTransformation, base: _KerasBase) -> GradientTransformation:
+    """The chain in Keras's order of operations (see the module docstring)."""
+    every_k = base.gradient_accumulation_steps or None
+    learning_rate = base.learning_rate
     if every_k and callable(learning_rate):
         learning_rate = AtLastMicroStep(learning_rate, every_k)
     update = []
-    if clipnorm is not None:
-        update.append(clip_by_norm(clipnorm))
-    elif clipvalue is not None:
-        update.append(clip(clipvalue))
-    elif global_clipnorm is not None:
-        update.append(clip_by_global_norm(global_clipnorm))
+    if base.clipnorm is not None:
+        update.append(clip_by_norm(base.clipnorm))
+    elif base.clipvalue is not None:
+        update.append(clip(base.clipvalue))
+    elif base.global_clipnorm is not None:
+        update.append(clip_by_global_norm(base.global_clipnorm))
     update += [scaling, scale_by_learning_rate(learning_rate)]
-    if weight_decay is not None:
+    if base.weight_decay is not None:
         update.append(
-            decoupled_weight_decay(weight_decay, learning_rate, exclude=exclude_from_weight_decay)
+            decoupled_weight_decay(
+                base.weight_decay, learning_rate, exclude=base.exclude_from_weight_decay
+            )
         )
-    members = [] if loss_scale_factor is None else [static_loss_scale(loss_scale_factor)]
+    members = [] if base.loss_scale_factor is None else [static_loss_scale(base.loss_scale_factor)]
     members += [accumulate_gradients(chain(*update), every_k)] if every_k else update
-    if use_ema:
+    if base.use_ema:
         members.append(
-            params_ema(ema_momentum, ema_overwrite_frequency, calls_per_step=every_k or 1)
+            params_ema(base.ema_momentum, base.ema_overwrite_frequency, calls_per_step=every_k or 1)
         )
     return chain(*members)
+
+
+_BASE_ARGS = """weight_decay: :math:`\\lambda \\ge 0`, or None.
+      clipnorm: clip each leaf to this L2 norm (at most one clipping argument).
+      clipvalue: clip each element to :math:`[-c, c]`.
+      global_clipnorm: clip all leaves together to this global norm.
+      use_ema: keep an average of the parameters; read it with `finalize_params`.
+      ema_momentum: the average's momentum, in [0, 1].
+      ema_overwrite_frequency: overwrite the params with the average every this
+        many steps, or None.
+      loss_scale_factor: divide the gradients by this; scale the loss with
+        ``gx.scale_loss(loss, state)``.
+      gradient_accumulation_steps: update every this many calls (an int >= 2),
+        with the mean gradient.
+      exclude_from_weight_decay: regex patterns; leaves whose key path matches
+        one are not decayed.
+      name: accepted for Keras compatibility; unused.
+      **kwargs: anything else raises, as in Keras."""
 
 
 def adagrad(
@@ -205,40 +231,23 @@ def adagrad(
         call count (a ``gx.keras.ExponentialDecay`` or any ``step -> rate``).
       initial_accumulator_value: :math:`a_{init} \ge 0`.
       epsilon: :math:`\epsilon > 0`, inside the square root.
-      weight_decay: :math:`\lambda \ge 0`, or None.
-      clipnorm: clip each leaf to this L2 norm (at most one clipping argument).
-      clipvalue: clip each element to :math:`[-c, c]`.
-      global_clipnorm: clip all leaves together to this global norm.
-      use_ema: keep an average of the parameters; read it with `finalize_params`.
-      ema_momentum: the average's momentum, in [0, 1].
-      ema_overwrite_frequency: overwrite the params with the average every this
-        many steps, or None.
-      loss_scale_factor: divide the gradients by this; scale the loss with
-        ``gx.scale_loss(loss, state)``.
-      gradient_accumulation_steps: update every this many calls (an int >= 2),
-        with the mean gradient.
-      exclude_from_weight_decay: regex patterns; leaves whose key path matches
-        one are not decayed.
-      name: accepted for Keras compatibility; unused.
-      **kwargs: anything else raises, as in Keras.
+      {base_args}
     {differences}
     Example:
       >>> import gradxform as gx
       >>> tx = gx.keras.adagrad(learning_rate=0.01, clipnorm=1.0, use_ema=True)
     """
     owner = "keras.adagrad"
-    _check_base_arguments(
-        owner, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, kwargs,
+    base = _KerasBase(
+        learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
+        exclude_from_weight_decay,
     )
+    _check_base_arguments(owner, base, kwargs)
     validation.positive(owner, "epsilon", epsilon)
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     scaling = scale_by_adagrad(initial_accumulator_value=initial_accumulator_value, eps=epsilon)
-    return _keras_chain(
-        scaling, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
-        exclude_from_weight_decay,
-    )
+    return _keras_chain(scaling, base)
 
 
 def adam(
@@ -278,22 +287,7 @@ def adam(
       beta_2: :math:`\beta_2` in [0, 1).
       epsilon: :math:`\epsilon > 0`, Keras's "epsilon hat".
       amsgrad: use the running maximum of the second moment.
-      weight_decay: :math:`\lambda \ge 0`, or None.
-      clipnorm: clip each leaf to this L2 norm (at most one clipping argument).
-      clipvalue: clip each element to :math:`[-c, c]`.
-      global_clipnorm: clip all leaves together to this global norm.
-      use_ema: keep an average of the parameters; read it with `finalize_params`.
-      ema_momentum: the average's momentum, in [0, 1].
-      ema_overwrite_frequency: overwrite the params with the average every this
-        many steps, or None.
-      loss_scale_factor: divide the gradients by this; scale the loss with
-        ``gx.scale_loss(loss, state)``.
-      gradient_accumulation_steps: update every this many calls (an int >= 2),
-        with the mean gradient.
-      exclude_from_weight_decay: regex patterns; leaves whose key path matches
-        one are not decayed.
-      name: accepted for Keras compatibility; unused.
-      **kwargs: anything else raises, as in Keras.
+      {base_args}
     {differences}
     Example:
       >>> import gradxform as gx
@@ -301,26 +295,26 @@ def adam(
       ...                    exclude_from_weight_decay=["bias", "norm"])
     """
     owner = "keras.adam"
-    _check_base_arguments(
-        owner, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, kwargs,
+    base = _KerasBase(
+        learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
+        exclude_from_weight_decay,
     )
+    _check_base_arguments(owner, base, kwargs)
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "beta_1", beta_1)
     validation.decay_rate(owner, "beta_2", beta_2)
     validation.boolean(owner, "amsgrad", amsgrad)
     moments = scale_by_amsgrad if amsgrad else scale_by_adam
     scaling = moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_hat=True)
-    return _keras_chain(
-        scaling, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
-        exclude_from_weight_decay,
-    )
+    return _keras_chain(scaling, base)
 
 
 for _preset in (adagrad, adam):
     if _preset.__doc__:  # None under python -OO
-        _preset.__doc__ = _preset.__doc__.replace("{differences}", _DIFFERENCES)
+        _preset.__doc__ = _preset.__doc__.replace("{differences}", _DIFFERENCES).replace(
+            "{base_args}", _BASE_ARGS
+        )
 
 
 def _uses(tx: Any, constructor_name: str) -> bool:

@@ -25,6 +25,12 @@ def _check_decay_steps(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
 
 
+def _progress(step: Any, decay_steps: Any, staircase: bool):
+    """``step / decay_steps`` in float32, floored when ``staircase``."""
+    p = jnp.asarray(step).astype(_F32) / jnp.asarray(decay_steps, _F32)
+    return jnp.floor(p) if staircase else p
+
+
 class _KerasSchedule:
     """Shared behaviour: a Keras-style ``get_config`` from the dataclass fields."""
 
@@ -63,10 +69,8 @@ class ExponentialDecay(_KerasSchedule):
         _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
 
     def __call__(self, step):
+        p = _progress(step, self.decay_steps, self.staircase)
         initial = jnp.asarray(self.initial_learning_rate, _F32)
-        p = jnp.asarray(step).astype(_F32) / jnp.asarray(self.decay_steps, _F32)
-        if self.staircase:
-            p = jnp.floor(p)
         return initial * jnp.power(jnp.asarray(self.decay_rate, _F32), p)
 
 
@@ -194,10 +198,8 @@ class InverseTimeDecay(_KerasSchedule):
         _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
 
     def __call__(self, step):
+        p = _progress(step, self.decay_steps, self.staircase)
         initial = jnp.asarray(self.initial_learning_rate, _F32)
-        p = jnp.asarray(step).astype(_F32) / jnp.asarray(self.decay_steps, _F32)
-        if self.staircase:
-            p = jnp.floor(p)
         return initial / (_F32(1) + jnp.asarray(self.decay_rate, _F32) * p)
 
 
