@@ -94,10 +94,16 @@ def check_mask_argument(owner: str, name: str, mask: Any) -> None:
     if is_pattern_list(mask):
         compile_patterns(owner, name, mask)
         return
-    if not jax.tree.leaves(mask):
+    leaves = jax.tree.leaves(mask)
+    if not leaves:
         raise ValueError(
             f"{owner}: {name} must be a pytree of bools, a callable or regex patterns, "
             f"got {mask!r}"
+        )
+    if any(isinstance(leaf, (str, bytes)) for leaf in leaves):
+        raise TypeError(
+            f"{owner}: {name} mixes strings with other values; give a list of regex strings "
+            f"or a pytree of bools, got {mask!r}"
         )
 
 

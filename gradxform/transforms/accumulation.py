@@ -40,11 +40,10 @@ def _check_inner(owner: str, inner: Any) -> None:
 
 
 def _accumulate(acc: jax.Array, g: jax.Array, weight: Any = None) -> jax.Array:
-    """``acc + g`` (or the running mean ``acc + (g - acc) * weight``) in the compute dtype."""
+    """``acc + g`` (or the running mean ``acc + (g - acc) / weight``), left in the compute dtype."""
     dtype = numerics.compute_dtype(acc.dtype, g.dtype)
     acc_c, g_c = acc.astype(dtype), g.astype(dtype)
-    total = acc_c + g_c if weight is None else acc_c + (g_c - acc_c) / weight.astype(dtype)
-    return numerics.store(total, acc.dtype)
+    return acc_c + g_c if weight is None else acc_c + (g_c - acc_c) / weight.astype(dtype)
 
 
 @public_constructor
@@ -110,7 +109,7 @@ def accumulate_gradients(
             prepare=means,
         )
         acc_grads = tree.tree_map_skip_none(
-            lambda acc, g: jnp.where(is_update, jnp.zeros_like(acc), _accumulate(acc, g)),
+            lambda acc, g: jnp.where(is_update, 0, _accumulate(acc, g)).astype(acc.dtype),
             state.acc_grads,
             updates,
         )
@@ -261,11 +260,11 @@ def multi_steps(
         )
 
         def keep_unless(condition, new, old):
-            return jax.tree.map(lambda n, o: jnp.where(condition, o, n).astype(o.dtype), new, old)
+            return jax.tree.map(lambda n, o: jnp.where(condition, o, n.astype(o.dtype)), new, old)
 
+        # As optax: the inner gets the sum in full precision, the state stores it rounded.
         acc_grads = keep_unless(
-            skip, tree.tree_map_skip_none(lambda a: jnp.where(emit, 0, a).astype(a.dtype), summed),
-            state.acc_grads,
+            skip, tree.tree_map_skip_none(lambda a: jnp.where(emit, 0, a), summed), state.acc_grads
         )
         mini_step = jnp.where(emit, 0, numerics.safe_increment(state.mini_step) % k)
         return new_updates, MultiStepsState(

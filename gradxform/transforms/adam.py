@@ -97,8 +97,8 @@ def scale_by_adam(
     the bias correction of :math:`v` is folded into the step and :math:`\epsilon`
     is added to the raw root:
     :math:`u_t = \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t + \epsilon_{root}} + \epsilon)`,
-    i.e. an effective epsilon of :math:`\epsilon / \sqrt{1-\beta_2^t}` in the
-    formula above.
+    i.e. (with :math:`\epsilon_{root} = 0`) an effective epsilon of
+    :math:`\epsilon / \sqrt{1-\beta_2^t}` in the formula above.
     Kingma and Ba, 2015. Same formula and defaults as ``optax.scale_by_adam``;
     arithmetic runs in at least float32, so ``b2=0.999`` stays 0.999 with
     bfloat16 moments.

@@ -33,8 +33,16 @@ class DynamicLossScaleState(NamedTuple):
 
 
 def _unscale(updates: Any, loss_scale: jax.Array) -> Any:
-    """``g / scale`` in the gradients' dtype, as Keras divides."""
-    return tree.tree_map_skip_none(lambda g: g / loss_scale.astype(g.dtype), updates)
+    """``g / scale`` computed in at least float32 and stored in the gradients' dtype.
+
+    Dividing in float16 would first round a scale of 2**16 or more to inf.
+    """
+
+    def leaf(g):
+        dtype = numerics.compute_dtype(g.dtype, loss_scale.dtype)
+        return numerics.store(g.astype(dtype) / loss_scale.astype(dtype), g.dtype)
+
+    return tree.tree_map_skip_none(leaf, updates)
 
 
 @public_constructor
@@ -163,12 +171,13 @@ def current_loss_scale(opt_state: Any) -> jax.Array:
       >>> gx.current_loss_scale(gx.static_loss_scale(8.0).init({}))
       Array(8., dtype=float32)
     """
-    scales = [
-        node.loss_scale
-        for node in jax.tree.leaves(opt_state, is_leaf=_is_loss_scale_state)
-        if _is_loss_scale_state(node)
-    ]
-    return jnp.prod(jnp.stack(scales)) if scales else jnp.ones([], jnp.float32)
+    scale = jnp.ones([], jnp.float32)
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_loss_scale_state):
+        if isinstance(node, StaticLossScaleState):
+            scale = scale * node.loss_scale
+        elif isinstance(node, DynamicLossScaleState):
+            scale = scale * node.loss_scale * current_loss_scale(node.inner_state)
+    return scale
 
 
 def scale_loss(loss: jax.Array, opt_state: Any) -> jax.Array:
