@@ -108,7 +108,11 @@ def _check_base_arguments(owner: str, base: _KerasBase, kwargs: dict) -> None:
     """Keras's constructor checks with Keras's messages, then the stricter ones."""
     if kwargs:
         if "decay" in kwargs:
-            raise _fail(owner, "argument `decay` is no longer supported (Keras ignores it)")
+            raise _fail(
+                owner,
+                f"argument `decay` is no longer supported (Keras ignores it), got "
+                f"decay={kwargs['decay']!r}",
+            )
         raise _fail(owner, f"Argument(s) not recognized: {kwargs}")
     clipping = (base.clipnorm, base.clipvalue, base.global_clipnorm)
     if sum(value is not None for value in clipping) > 1:
@@ -317,6 +321,19 @@ for _preset in (adagrad, adam):
         )
 
 
+_BASE_DEFAULTS = {
+    "weight_decay": None,
+    "clipnorm": None,
+    "global_clipnorm": None,
+    "clipvalue": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+
 def _uses(tx: Any, constructor_name: str) -> bool:
     """Whether ``tx`` or anything it is built from was made by ``constructor_name``."""
     if not isinstance(tx, GradientTransformation) or tx.name is None:
@@ -349,7 +366,8 @@ def loss_scale_optimizer(
 
     Keras silently drops the inner optimizer's ``loss_scale_factor``; here an
     inner chain with a static loss scale raises a `ValueError`. ``dynamic=False``
-    and other arguments raise as in Keras.
+    and other arguments raise as in Keras; Keras's base optimizer arguments
+    (``clipnorm``, ``use_ema``, ...) are accepted only at their defaults.
 
     Args:
       inner: the optimizer to wrap, e.g. ``gx.keras.adam(...)``.
@@ -363,16 +381,24 @@ def loss_scale_optimizer(
       >>> tx = gx.keras.loss_scale_optimizer(gx.keras.adam(1e-3), initial_scale=2.0**15)
     """
     owner = "keras.loss_scale_optimizer"
-    if kwargs.get("dynamic", True) is False:
+    if kwargs.pop("dynamic", True) is False:
         raise _fail(
             owner,
             "LossScaleOptimizer no longer supports `dynamic=False`. Instead, simply set "
             "`loss_scale_factor` directly on the `inner_optimizer`.",
         )
-    unsupported = [key for key in kwargs if key != "dynamic"]
-    if unsupported:
-        names = ", ".join(f"`{key}`" for key in unsupported)
-        raise _fail(owner, f"LossScaleOptimizer does not support arguments: {names}.")
+    # As Keras: the base optimizer arguments are accepted at their defaults (old
+    # configs carry them) and refused otherwise.
+    for argument, default in _BASE_DEFAULTS.items():
+        if argument in kwargs and kwargs.pop(argument) != default:
+            raise _fail(
+                owner,
+                f"LossScaleOptimizer does not support `{argument}`. "
+                f"Instead, set `{argument}` on the `inner_optimizer`.",
+            )
+    if kwargs:
+        names = "`, `".join(kwargs)
+        raise _fail(owner, f"LossScaleOptimizer does not support arguments: `{names}`.")
     if _uses(inner, "static_loss_scale"):
         raise _fail(
             owner,

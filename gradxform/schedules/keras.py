@@ -108,6 +108,10 @@ class PiecewiseConstantDecay(_KerasSchedule):
                 f"{len(self.values)}."
             )
 
+    def get_config(self) -> dict:
+        """The constructor arguments, boundaries and values as lists (as Keras returns them)."""
+        return {"boundaries": list(self.boundaries), "values": list(self.values), "name": self.name}
+
     def __call__(self, step):
         step = jnp.asarray(step)
         # Keras casts the boundaries to the step's dtype and the indicators to the values'.
@@ -128,7 +132,10 @@ class PolynomialDecay(_KerasSchedule):
         \eta(t) = (\eta_0 - \eta_{end}) (1 - \min(t, T)/T)^{power} + \eta_{end}
 
     With ``cycle``, :math:`T` is replaced by :math:`T \lceil t/T \rceil` (and
-    :math:`T` at :math:`t = 0`) instead of capping :math:`t`.
+    :math:`T` at :math:`t = 0`) instead of capping :math:`t`. One difference
+    from Keras: :math:`1 - t/T` is clamped at 0, because under ``jit`` float32
+    rounding can make it slightly negative at :math:`t = T`, where Keras then
+    returns NaN for a fractional ``power``.
 
     Args:
       initial_learning_rate: :math:`\eta_0`.
@@ -164,8 +171,11 @@ class PolynomialDecay(_KerasSchedule):
             decay_steps = decay_steps * multiplier
         else:
             step = jnp.minimum(step, decay_steps)
-        p = step / decay_steps
-        return (initial - end) * jnp.power(1 - p, jnp.asarray(self.power, _F32)) + end
+        # Under jit XLA divides by multiplying with a rounded reciprocal, so at
+        # t = T the base 1 - p can come out as -5e-8; Keras then returns NaN
+        # for a fractional power, here the base is clamped at 0 (the rate at T).
+        base = jnp.maximum(1 - step / decay_steps, _F32(0))
+        return (initial - end) * jnp.power(base, jnp.asarray(self.power, _F32)) + end
 
 
 @dataclasses.dataclass(frozen=True)
