@@ -40,7 +40,21 @@ class _KerasSchedule:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExponentialDecay(_KerasSchedule):
+class _StepDecay(_KerasSchedule):
+    """The fields and check that ``ExponentialDecay`` and ``InverseTimeDecay`` share."""
+
+    initial_learning_rate: float
+    decay_steps: float
+    decay_rate: float
+    staircase: bool = False
+    name: str = ""
+
+    def __post_init__(self):
+        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExponentialDecay(_StepDecay):
     r"""Keras's ``ExponentialDecay``.
 
     .. math::
@@ -59,14 +73,7 @@ class ExponentialDecay(_KerasSchedule):
       0.025
     """
 
-    initial_learning_rate: float
-    decay_steps: float
-    decay_rate: float
-    staircase: bool = False
     name: str = "ExponentialDecay"
-
-    def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
 
     def __call__(self, step):
         p = _progress(step, self.decay_steps, self.staircase)
@@ -179,7 +186,7 @@ class PolynomialDecay(_KerasSchedule):
 
 
 @dataclasses.dataclass(frozen=True)
-class InverseTimeDecay(_KerasSchedule):
+class InverseTimeDecay(_StepDecay):
     r"""Keras's ``InverseTimeDecay``.
 
     .. math::
@@ -198,14 +205,7 @@ class InverseTimeDecay(_KerasSchedule):
       0.25
     """
 
-    initial_learning_rate: float
-    decay_steps: float
-    decay_rate: float
-    staircase: bool = False
     name: str = "InverseTimeDecay"
-
-    def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
 
     def __call__(self, step):
         p = _progress(step, self.decay_steps, self.staircase)
