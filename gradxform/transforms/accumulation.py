@@ -251,6 +251,7 @@ def multi_steps(
             lambda acc, g: _accumulate(acc, g, weight), state.acc_grads, updates
         )
         emit = jnp.logical_and(state.mini_step == k - 1, jnp.logical_not(skip))
+
         def cast_like_updates(inputs):
             return tree.tree_map_skip_none(lambda a, g: a.astype(g.dtype), *inputs)
 
@@ -259,13 +260,11 @@ def multi_steps(
             prepare=cast_like_updates,
         )
 
-        def keep_unless(condition, new, old):
-            return jax.tree.map(lambda n, o: jnp.where(condition, o, n.astype(o.dtype)), new, old)
+        def next_accumulator(total, old):
+            # As optax: the inner gets the sum in full precision, the state stores it rounded.
+            return jnp.where(skip, old, jnp.where(emit, 0, total).astype(old.dtype))
 
-        # As optax: the inner gets the sum in full precision, the state stores it rounded.
-        acc_grads = keep_unless(
-            skip, tree.tree_map_skip_none(lambda a: jnp.where(emit, 0, a), summed), state.acc_grads
-        )
+        acc_grads = tree.tree_map_skip_none(next_accumulator, summed, state.acc_grads)
         mini_step = jnp.where(emit, 0, numerics.safe_increment(state.mini_step) % k)
         return new_updates, MultiStepsState(
             mini_step=jnp.where(skip, state.mini_step, mini_step).astype(jnp.int32),
