@@ -1,5 +1,18 @@
-"""Schedules: small callable objects ``step -> value`` that keep their parameters."""
+"""Schedules: small callable objects ``step -> value`` that keep their parameters.
 
+optax's set under optax's names (``linear_schedule``, ``warmup_cosine_decay_schedule``,
+...) with optax's values, Keras's under Keras's names (``ExponentialDecay``, ...)
+with Keras's, and `AtLastMicroStep` for Keras's counting under gradient
+accumulation. Each ``repr`` is the call that rebuilds it.
+"""
+
+from gradxform.schedules.composite import (
+    cosine_onecycle_schedule,
+    join_schedules,
+    linear_onecycle_schedule,
+    sgdr_schedule,
+    warmup_cosine_decay_schedule,
+)
 from gradxform.schedules.keras import (
     CosineDecay,
     CosineDecayRestarts,
@@ -9,6 +22,15 @@ from gradxform.schedules.keras import (
     PolynomialDecay,
 )
 from gradxform.schedules.micro_steps import AtLastMicroStep
+from gradxform.schedules.standard import (
+    constant_schedule,
+    cosine_decay_schedule,
+    exponential_decay,
+    linear_schedule,
+    piecewise_constant_schedule,
+    polynomial_schedule,
+    warmup_constant_schedule,
+)
 
 __all__ = [
     "AtLastMicroStep",
@@ -18,4 +40,16 @@ __all__ = [
     "InverseTimeDecay",
     "PiecewiseConstantDecay",
     "PolynomialDecay",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "exponential_decay",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "polynomial_schedule",
+    "sgdr_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
 ]

@@ -1,0 +1,286 @@
+"""optax's schedules built from others: join, warmup + cosine, SGDR, and the one-cycle policies."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from gradxform.core import validation
+from gradxform.schedules.base import F32, ScheduleObject, as_float_count
+from gradxform.schedules.standard import ConstantSchedule, CosineDecaySchedule, LinearSchedule
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class JoinSchedules(ScheduleObject):
+    r"""One schedule after another (optax's ``join_schedules``).
+
+    .. math::
+        s(t) = s_i(t - b_i) \quad \text{for } b_i \le t < b_{i+1}, \; b_0 = 0
+
+    Args:
+      schedules: :math:`n` schedules; each sees the steps since its boundary.
+      boundaries: the :math:`n - 1` steps :math:`b_1 < b_2 < \dots` where the
+        next schedule starts.
+
+    Example:
+      >>> import gradxform as gx
+      >>> s = gx.schedules.join_schedules(
+      ...     [gx.schedules.constant_schedule(1.0), gx.schedules.constant_schedule(0.1)], [10])
+      >>> round(float(s(12)), 6)
+      0.1
+    """
+
+    schedules: tuple
+    boundaries: tuple
+    public_name = "join_schedules"
+
+    def __post_init__(self):
+        object.__setattr__(self, "schedules", tuple(self.schedules))
+        object.__setattr__(self, "boundaries", tuple(self.boundaries))
+        if len(self.boundaries) != len(self.schedules) - 1:
+            raise ValueError(
+                f"join_schedules: boundaries must have one entry fewer than schedules, got "
+                f"{len(self.boundaries)} boundaries for {len(self.schedules)} schedules"
+            )
+        for schedule in self.schedules:
+            if not callable(schedule):
+                raise TypeError(f"join_schedules: schedules must be callable, got {schedule!r}")
+
+    def __call__(self, step):
+        step = jnp.asarray(step)
+        output = self.schedules[0](step)
+        for boundary, schedule in zip(self.boundaries, self.schedules[1:]):
+            output = jnp.where(step < boundary, output, schedule(step - boundary))
+        return output
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class WarmupCosineDecaySchedule(ScheduleObject):
+    r"""Linear warmup, then cosine decay (optax's ``warmup_cosine_decay_schedule``).
+
+    .. math::
+        s(t) = \begin{cases} v_0 + (v_{peak} - v_0)\, t / W & t < W \\
+        v_{peak}\left((1-\alpha)\,\left(\tfrac12(1 + \cos(\pi \min(t-W, D)/D))\right)^{e} + \alpha\right)
+        & t \ge W \end{cases}
+
+    with :math:`D = T - W` and :math:`\alpha = v_{end} / v_{peak}`.
+
+    Args:
+      init_value: :math:`v_0`.
+      peak_value: :math:`v_{peak}`.
+      warmup_steps: :math:`W \ge 0`.
+      decay_steps: :math:`T > W`, the total length including the warmup.
+      end_value: :math:`v_{end}`.
+      exponent: :math:`e`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> s = gx.schedules.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=10, decay_steps=110)
+      >>> float(s(10))
+      1.0
+    """
+
+    init_value: Any
+    peak_value: Any
+    warmup_steps: int
+    decay_steps: int
+    end_value: Any = 0.0
+    exponent: Any = 1.0
+    public_name = "warmup_cosine_decay_schedule"
+
+    def __post_init__(self):
+        owner = self.public_name
+        validation.positive_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
+        validation.positive_int(owner, "decay_steps", self.decay_steps)
+        if self.decay_steps <= self.warmup_steps:
+            raise ValueError(
+                f"{owner}: decay_steps must exceed warmup_steps ({self.warmup_steps}), "
+                f"got {self.decay_steps!r}"
+            )
+
+    def joined(self) -> JoinSchedules:
+        """The equivalent `join_schedules` of a linear warmup and a cosine decay."""
+        alpha = 0.0 if self.peak_value == 0.0 else self.end_value / self.peak_value
+        warmup = (
+            LinearSchedule(self.init_value, self.peak_value, self.warmup_steps)
+            if self.warmup_steps > 0
+            else ConstantSchedule(self.init_value)
+        )
+        decay = CosineDecaySchedule(
+            self.peak_value, self.decay_steps - self.warmup_steps, alpha, self.exponent
+        )
+        return JoinSchedules((warmup, decay), (self.warmup_steps,))
+
+    def __call__(self, step):
+        return self.joined()(step)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class SgdrSchedule(ScheduleObject):
+    r"""Warm restarts: warmup-cosine cycles one after another (optax's ``sgdr_schedule``).
+
+    .. math::
+        s(t) = s_i(t - B_i), \qquad B_i = \textstyle\sum_{j<i} T_j
+
+    where :math:`s_i` is ``warmup_cosine_decay_schedule(**cosine_kwargs[i])`` and
+    :math:`T_j` its ``decay_steps``. Loshchilov and Hutter, 2017.
+
+    Args:
+      cosine_kwargs: one dict of `warmup_cosine_decay_schedule` arguments per cycle.
+
+    Example:
+      >>> import gradxform as gx
+      >>> cycle = dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10)
+      >>> s = gx.schedules.sgdr_schedule([cycle, cycle])
+      >>> float(s(12))
+      1.0
+    """
+
+    cosine_kwargs: tuple
+    public_name = "sgdr_schedule"
+
+    def __post_init__(self):
+        object.__setattr__(self, "cosine_kwargs", tuple(dict(k) for k in self.cosine_kwargs))
+        if not self.cosine_kwargs:
+            raise ValueError("sgdr_schedule: cosine_kwargs must hold at least one cycle, got ()")
+        for kwargs in self.cosine_kwargs:
+            WarmupCosineDecaySchedule(**kwargs)  # validates each cycle
+
+    def __hash__(self):
+        return hash(tuple(tuple(sorted(k.items())) for k in self.cosine_kwargs))
+
+    def __call__(self, step):
+        schedules, boundaries, start = [], [], 0
+        for kwargs in self.cosine_kwargs:
+            schedules.append(WarmupCosineDecaySchedule(**kwargs))
+            start += kwargs["decay_steps"]
+            boundaries.append(start)
+        return JoinSchedules(tuple(schedules), tuple(boundaries[:-1]))(step)
+
+
+def _linear_interpolate(start, end, fraction):
+    return (end - start) * fraction + start
+
+
+def _cosine_interpolate(start, end, fraction):
+    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * fraction) + 1)
+
+
+def _piecewise_interpolate(
+    interpolate: Callable, init_value: Any, boundaries_and_scales: dict, count: Any
+):
+    """optax's ``piecewise_interpolate_schedule``, evaluated at ``count``."""
+    boundaries, scales = zip(*sorted(boundaries_and_scales.items()))
+    count = jnp.asarray(count)
+    bounds = jnp.stack((0,) + boundaries)
+    values = jnp.cumprod(jnp.stack((init_value,) + scales))
+    interval_sizes = jnp.maximum(bounds[1:] - bounds[:-1], 1)
+    inside = jnp.logical_and(bounds[:-1] <= count, count < bounds[1:]).astype(F32)
+    fraction = as_float_count(count - bounds[:-1]) / interval_sizes.astype(F32)
+    interpolated = interpolate(values[:-1], values[1:], fraction)
+    return inside.dot(interpolated) + (bounds[-1] <= count).astype(F32) * values[-1]
+
+
+def _check_onecycle(owner: str, transition_steps: Any, peak_value: Any) -> None:
+    validation.positive_int(owner, "transition_steps", transition_steps)
+    validation.real_number(owner, "peak_value", peak_value)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LinearOnecycleSchedule(ScheduleObject):
+    r"""The linear one-cycle policy (optax's ``linear_onecycle_schedule``; Smith, 2018).
+
+    .. math::
+        v_{peak}/d \;\nearrow\; v_{peak} \text{ at } p_s T \;\searrow\; v_{peak}/d \text{ at } p_f T
+        \;\searrow\; v_{peak}/(d\, d_f) \text{ at } T, \text{ linearly}
+
+    Args:
+      transition_steps: :math:`T \ge 1`.
+      peak_value: :math:`v_{peak}`.
+      pct_start: :math:`p_s`.
+      pct_final: :math:`p_f`.
+      div_factor: :math:`d`.
+      final_div_factor: :math:`d_f`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> round(float(gx.schedules.linear_onecycle_schedule(100, peak_value=1.0)(30)), 6)
+      1.0
+    """
+
+    transition_steps: int
+    peak_value: Any
+    pct_start: float = 0.3
+    pct_final: float = 0.85
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    public_name = "linear_onecycle_schedule"
+
+    def __post_init__(self):
+        _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+
+    def __call__(self, count):
+        steps = self.transition_steps
+        return _piecewise_interpolate(
+            _linear_interpolate,
+            self.peak_value / self.div_factor,
+            {
+                int(self.pct_start * steps): self.div_factor,
+                int(self.pct_final * steps): 1.0 / self.div_factor,
+                steps: 1.0 / self.final_div_factor,
+            },
+            count,
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class CosineOnecycleSchedule(ScheduleObject):
+    r"""The cosine one-cycle policy (optax's ``cosine_onecycle_schedule``; Smith, 2018).
+
+    .. math::
+        v_{peak}/d \;\nearrow\; v_{peak} \text{ at } p_s T \;\searrow\; v_{peak}/(d\, d_f)
+        \text{ at } T, \text{ along half cosines}
+
+    Args:
+      transition_steps: :math:`T \ge 1`.
+      peak_value: :math:`v_{peak}`.
+      pct_start: :math:`p_s`.
+      div_factor: :math:`d`.
+      final_div_factor: :math:`d_f`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> round(float(gx.schedules.cosine_onecycle_schedule(100, peak_value=1.0)(30)), 6)
+      1.0
+    """
+
+    transition_steps: int
+    peak_value: Any
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    public_name = "cosine_onecycle_schedule"
+
+    def __post_init__(self):
+        _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+
+    def __call__(self, count):
+        steps = self.transition_steps
+        return _piecewise_interpolate(
+            _cosine_interpolate,
+            self.peak_value / self.div_factor,
+            {
+                int(self.pct_start * steps): self.div_factor,
+                int(steps): 1.0 / (self.div_factor * self.final_div_factor),
+            },
+            count,
+        )
+
+
+join_schedules = JoinSchedules
+warmup_cosine_decay_schedule = WarmupCosineDecaySchedule
+sgdr_schedule = SgdrSchedule
+linear_onecycle_schedule = LinearOnecycleSchedule
+cosine_onecycle_schedule = CosineOnecycleSchedule
