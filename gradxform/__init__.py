@@ -46,6 +46,7 @@ from gradxform.transforms.adaptive import (
     scale_by_stddev,
 )
 from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
+from gradxform.transforms.finiteness import ApplyIfFiniteState, apply_if_finite
 from gradxform.transforms.loss_scaling import (
     DynamicLossScaleState,
     StaticLossScaleState,
@@ -55,7 +56,9 @@ from gradxform.transforms.loss_scaling import (
     static_loss_scale,
 )
 from gradxform.transforms.momentum import EmaState, TraceState, ema, trace
+from gradxform.transforms.masking import MaskedState, freeze, masked, set_to_zero
 from gradxform.transforms.params_ema import ParamsEmaState, finalize_params, params_ema
+from gradxform.transforms.partition import PartitionState, partition, partition_by_patterns
 from gradxform.transforms.scaling import (
     ScaleByScheduleState,
     scale,
@@ -74,15 +77,18 @@ __version__ = "0.1.0"
 __all__ = [
     "AccumulateGradientsState",
     "AddDecayedWeightsState",
+    "ApplyIfFiniteState",
     "DecoupledWeightDecayState",
     "DynamicLossScaleState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "MaskedState",
     "MultiStepsState",
     "OptState",
     "Params",
     "ParamsEmaState",
+    "PartitionState",
     "ScalarOrSchedule",
     "ScaleByAdagradState",
     "ScaleByAdamState",
@@ -99,6 +105,7 @@ __all__ = [
     "adam",
     "adamw",
     "add_decayed_weights",
+    "apply_if_finite",
     "apply_updates",
     "chain",
     "clip",
@@ -109,11 +116,15 @@ __all__ = [
     "dynamic_loss_scale",
     "ema",
     "finalize_params",
+    "freeze",
     "identity",
     "keras",
+    "masked",
     "multi_steps",
     "named_chain",
     "params_ema",
+    "partition",
+    "partition_by_patterns",
     "rmsprop",
     "scale",
     "scale_by_adagrad",
@@ -125,6 +136,7 @@ __all__ = [
     "scale_by_stddev",
     "scale_loss",
     "schedules",
+    "set_to_zero",
     "sgd",
     "skip_large_updates",
     "skip_not_finite",
@@ -132,5 +144,6 @@ __all__ = [
     "stateless_with_tree_map",
     "static_loss_scale",
     "to_optax",
+    "trace",
     "tree_global_norm",
 ]

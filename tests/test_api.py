@@ -82,3 +82,14 @@ def test_runtime_needs_no_optax():
         for node in top_level:
             names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             assert not any(n and n.split(".")[0] in ("optax", "flax", "keras") for n in names), path
+
+
+def test_all_lists_exactly_what_init_imports():
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    imported = {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == set(gx.__all__), (imported ^ set(gx.__all__))

@@ -131,3 +131,47 @@ def combine_with_exclusion(selected: Any, excluded: Any) -> Any:
 def is_static_false(value: Any) -> bool:
     """True when a mask entry is a Python/numpy ``False`` known before tracing."""
     return isinstance(value, (bool, np.bool_)) and not value
+
+
+def static_mask_leaves(owner: str, mask_tree: Any, tree: Any) -> tuple[list, Any, list]:
+    """``tree``'s leaves (``None`` entries included), its treedef, and one Python bool per leaf.
+
+    A mask decides which leaves an inner transformation sees, i.e. the structure
+    of what it is given, so every entry must be known before tracing: a Python
+    or numpy bool. An array (or traced) entry raises a `TypeError` naming
+    ``owner`` and the leaf's key path.
+    """
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+    try:
+        flags = treedef.flatten_up_to(mask_tree)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{owner}: the mask's tree structure does not match the params'.\n"
+            f"  mask:   {jax.tree.structure(mask_tree)}\n"
+            f"  params: {treedef}"
+        ) from error
+    paths = [path_string(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: x is None)[0]]
+    result = []
+    for leaf, flag, path in zip(leaves, flags, paths):
+        if leaf is None:
+            result.append(False)
+        elif isinstance(flag, (bool, np.bool_)):
+            result.append(bool(flag))
+        else:
+            raise TypeError(
+                f"{owner}: the mask must hold Python bools, known before tracing; got "
+                f"{flag!r} at {path!r}"
+            )
+    return leaves, treedef, result
+
+
+def select(leaves: list, treedef: Any, flags: list) -> Any:
+    """The tree with ``None`` in place of every leaf whose flag is False."""
+    return treedef.unflatten([leaf if flag else None for leaf, flag in zip(leaves, flags)])
+
+
+def merge(treedef: Any, flags: list, selected: Any, others: list) -> Any:
+    """The leaves of ``selected`` where the flag is True, ``others`` elsewhere."""
+    chosen = treedef.flatten_up_to(selected)
+    return treedef.unflatten([new if flag else old for new, old, flag in zip(chosen, others, flags)])

@@ -101,6 +101,12 @@ def positive_int(owner: str, name: str, value: Any, *, minimum: int = 1, allow_n
         raise ValueError(f"{owner}: {name} must be {wanted}, got {value!r}")
 
 
+def transformation(owner: str, name: str, value: Any) -> None:
+    """A gradient transformation: anything with callable ``init`` and ``update`` (optax's too)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(f"{owner}: {name} must be a transformation with init and update, got {value!r}")
+
+
 def boolean(owner: str, name: str, value: Any) -> None:
     """A Python or numpy bool."""
     if not isinstance(value, (bool, np.bool_)):

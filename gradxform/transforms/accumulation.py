@@ -34,11 +34,6 @@ class MultiStepsState(NamedTuple):
     skip_state: Any
 
 
-def _check_inner(owner: str, inner: Any) -> None:
-    if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
-        raise TypeError(f"{owner}: inner must be a transformation with init and update, got {inner!r}")
-
-
 def _accumulate(acc: jax.Array, g: jax.Array, weight: Any = None) -> jax.Array:
     """``acc + g`` (or the running mean ``acc + (g - acc) / weight``), left in the compute dtype."""
     dtype = numerics.compute_dtype(acc.dtype, g.dtype)
@@ -82,7 +77,7 @@ def accumulate_gradients(
       >>> tx = gx.accumulate_gradients(gx.adam(1e-3), every_k=4)
     """
     owner = "accumulate_gradients"
-    _check_inner(owner, inner)
+    validation.transformation(owner, "inner", inner)
     validation.positive_int(owner, "every_k", every_k)
     validation.float_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
@@ -217,7 +212,7 @@ def multi_steps(
       >>> tx = gx.multi_steps(gx.adam(1e-3), every_k_schedule=4)
     """
     owner = "multi_steps"
-    _check_inner(owner, inner)
+    validation.transformation(owner, "inner", inner)
     if not callable(every_k_schedule):
         validation.positive_int(owner, "every_k_schedule", every_k_schedule)
     validation.boolean(owner, "use_grad_mean", use_grad_mean)

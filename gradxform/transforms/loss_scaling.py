@@ -114,8 +114,7 @@ def dynamic_loss_scale(
       >>> tx = gx.dynamic_loss_scale(gx.adam(1e-3), initial_scale=2.0**15)
     """
     owner = "dynamic_loss_scale"
-    if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
-        raise TypeError(f"{owner}: inner must be a transformation with init and update, got {inner!r}")
+    validation.transformation(owner, "inner", inner)
     validation.positive(owner, "initial_scale", initial_scale)
     validation.positive_int(owner, "dynamic_growth_steps", dynamic_growth_steps)
 

@@ -1,0 +1,138 @@
+"""Different transformations for different parameters: `partition` and `partition_by_patterns`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+
+from gradxform.core import masks, tree, validation
+from gradxform.core.base import GradientTransformation, public_constructor
+
+
+class PartitionState(NamedTuple):
+    """One inner state per label, each built on that label's leaves only."""
+
+    inner_states: dict
+
+
+def _resolve_labels(owner: str, labels: Any, transforms: Mapping, reference: Any) -> Any:
+    """A label per leaf of ``reference``; raises if a label has no transformation."""
+    label_tree = labels(reference) if callable(labels) else labels
+    full = tree.broadcast_prefix(owner, label_tree, reference)
+    used = {label for label in jax.tree.leaves(full)}
+    missing = sorted(map(str, used - set(transforms)))
+    if missing:
+        raise ValueError(
+            f"{owner}: some parameters have labels without a transformation: {missing}; "
+            f"transforms are keyed {sorted(map(str, transforms))}"
+        )
+    return full
+
+
+def _flags_for(owner: str, label_tree: Any, label: Any, target: Any):
+    mask_tree = jax.tree.map(lambda x: x == label, label_tree)
+    return masks.static_mask_leaves(owner, mask_tree, target)
+
+
+@public_constructor
+def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> GradientTransformation:
+    r"""Applies ``transforms[label]`` to the parameters with that label (optax's ``partition``).
+
+    .. math::
+        u_i = T_{\ell(i)}(g)_i
+
+    Each transformation sees a tree with ``None`` in place of the leaves that
+    are not its own, so it keeps state only for its parameters.
+
+    Args:
+      transforms: a mapping from label to transformation.
+      labels: the label of each parameter: a pytree of labels shaped like (a
+        prefix of) the params, or a callable ``params -> such a tree``. For
+        labels by key-path patterns see `partition_by_patterns`.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.partition({"adam": gx.adam(1e-3), "sgd": gx.sgd(1e-2)},
+      ...                   labels={"encoder": "adam", "head": "sgd"})
+    """
+    owner = "partition"
+    if not isinstance(transforms, Mapping) or not transforms:
+        raise TypeError(f"{owner}: transforms must be a non-empty mapping label -> transformation, "
+                        f"got {transforms!r}")
+    for label, tx in transforms.items():
+        validation.transformation(owner, f"transforms[{label!r}]", tx)
+    if labels is None or (not callable(labels) and not jax.tree.leaves(labels)):
+        raise ValueError(f"{owner}: labels must be a pytree of labels or a callable, got {labels!r}")
+
+    def init_fn(params):
+        label_tree = _resolve_labels(owner, labels, transforms, params)
+        states = {}
+        for label, tx in transforms.items():
+            leaves, treedef, flags = _flags_for(owner, label_tree, label, params)
+            states[label] = tx.init(masks.select(leaves, treedef, flags))
+        return PartitionState(inner_states=states)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is not None:
+            tree.check_same_structure(owner, "params", params, updates)
+        label_tree = _resolve_labels(owner, labels, transforms, updates if params is None else params)
+        new_leaves = jax.tree.flatten(updates, is_leaf=lambda x: x is None)[0]
+        states = {}
+        for label, tx in transforms.items():
+            leaves, treedef, flags = _flags_for(owner, label_tree, label, updates)
+            selected_params = None
+            if params is not None:
+                selected_params = masks.select(treedef.flatten_up_to(params), treedef, flags)
+            new_selected, states[label] = tx.update(
+                masks.select(leaves, treedef, flags), state.inner_states[label], selected_params,
+                **extra_args,
+            )
+            chosen = treedef.flatten_up_to(new_selected)
+            new_leaves = [new if flag else old for new, old, flag in zip(chosen, new_leaves, flags)]
+        return treedef.unflatten(new_leaves), PartitionState(inner_states=states)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+@public_constructor
+def partition_by_patterns(
+    rules: Sequence[tuple[str, GradientTransformation]],
+    default: GradientTransformation,
+) -> GradientTransformation:
+    r"""`partition` by regex patterns on key paths, first match wins (Keras's ``MultiOptimizer``).
+
+    .. math::
+        u_i = T_{r(i)}(g)_i, \qquad r(i) = \min\{k : \text{pattern}_k \text{ found in path}_i\}
+        \text{ or default}
+
+    Args:
+      rules: ``(pattern, transformation)`` pairs; each pattern is searched
+        (``re.search``) in the leaf's key path, ``"dense/kernel"``.
+      default: the transformation for leaves no pattern matches.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.partition_by_patterns([("bias|norm", gx.sgd(1e-2))], default=gx.adam(1e-3))
+    """
+    owner = "partition_by_patterns"
+    if not isinstance(rules, (list, tuple)):
+        raise TypeError(f"{owner}: rules must be a list of (pattern, transformation), got {rules!r}")
+    regexes = []
+    for index, rule in enumerate(rules):
+        if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)):
+            raise TypeError(f"{owner}: rules[{index}] must be a (pattern, transformation) pair, "
+                            f"got {rule!r}")
+        regexes.append(masks.compile_patterns(owner, f"rules[{index}]", rule[0]))
+    transforms = {f"rule{index}": tx for index, (_, tx) in enumerate(rules)}
+    transforms["default"] = default
+
+    def label_of(params):
+        def first_match(path):
+            return next(
+                (f"rule{i}" for i, regex in enumerate(regexes) if regex.search(path)), "default"
+            )
+
+        return jax.tree.map(first_match, masks.tree_paths(params))
+
+    return partition(transforms, label_of)
