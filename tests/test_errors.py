@@ -193,6 +193,14 @@ _INVALID = [
         )
     ],
     *[
+        (gx.apply_if_finite, {"inner": gx.sgd(0.1), "max_consecutive_errors": value}, exc)
+        for value, exc in ((-1, ValueError), (1.5, TypeError), (True, TypeError), (None, TypeError))
+    ],
+    (gx.masked, {"inner": gx.sgd(0.1), "mask": "bias("}, ValueError),
+    (gx.masked, {"inner": gx.sgd(0.1), "mask": {}}, ValueError),
+    (gx.freeze, {"mask": "(unclosed"}, ValueError),
+    (gx.partition, {"transforms": {"a": gx.sgd(0.1)}, "labels": None}, ValueError),
+    *[
         (gx.static_loss_scale, {"loss_scale": value}, exc)
         for value, exc in ((0.0, ValueError), (-128.0, ValueError), (NAN, ValueError),
                            (INF, ValueError), (True, TypeError))

@@ -93,6 +93,18 @@ FACTORIES = {
     ),
     "static_loss_scale": lambda: gx.static_loss_scale(128.0),
     "dynamic_loss_scale": lambda: gx.dynamic_loss_scale(gx.adam(1e-3), 2.0**4, 2),
+    "masked_patterns": lambda: gx.masked(gx.adam(1e-3), mask=["kernel", "^pair"]),
+    "masked_nested": lambda: gx.masked(gx.masked(gx.trace(0.9), _PREFIX_MASK), _matrices_only),
+    "freeze": lambda: gx.chain(gx.adam(1e-3), gx.freeze(["bias"])),
+    "set_to_zero": lambda: gx.set_to_zero(),
+    "partition": lambda: gx.partition(
+        {"adam": gx.adam(1e-3), "sgd": gx.sgd(0.1, momentum=0.9)},
+        lambda p: jax.tree.map(lambda x: "adam" if x.ndim >= 2 else "sgd", p),
+    ),
+    "partition_by_patterns": lambda: gx.partition_by_patterns(
+        [("bias|scalar", gx.sgd(0.1)), ("blocks", gx.adagrad(0.1))], default=gx.adam(1e-3)
+    ),
+    "apply_if_finite": lambda: gx.apply_if_finite(gx.adam(1e-3), max_consecutive_errors=2),
     "keras_adam_everything": lambda: gx.keras.adam(
         gx.keras.CosineDecay(1e-3, 10, warmup_target=1e-2, warmup_steps=2),
         amsgrad=True, weight_decay=0.01, clipnorm=1.0, use_ema=True, ema_overwrite_frequency=2,
