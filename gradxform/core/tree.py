@@ -116,11 +116,12 @@ def check_same_structure(owner: str, what: str, expected: Any, updates: Any) -> 
         raise structure_mismatch(owner, what, expected, updates)
 
 
-def broadcast_prefix(owner: str, prefix: Any, tree: Any) -> Any:
+def broadcast_prefix(owner: str, prefix: Any, tree: Any, what: str = "mask") -> Any:
     """Expands ``prefix`` (a tree whose leaves stand for whole subtrees) to ``tree``'s shape.
 
-    Used for masks: ``{"w": True, "b": False}`` against ``{"w": {...}, "b": ...}``.
-    Raises a `ValueError` naming ``owner`` when ``prefix`` is not a prefix of ``tree``.
+    Used for masks: ``{"w": True, "b": False}`` against ``{"w": {...}, "b": ...}``,
+    and for labels. Raises a `ValueError` naming ``owner`` and ``what`` when
+    ``prefix`` is not a prefix of ``tree``.
     """
     try:
         return jax.tree.map(
@@ -130,9 +131,10 @@ def broadcast_prefix(owner: str, prefix: Any, tree: Any) -> Any:
             is_leaf=_is_none,
         )
     except (ValueError, TypeError) as error:
+        possessive = f"{what}'" if what.endswith("s") else f"{what}'s"
         raise ValueError(
-            f"{owner}: the mask's tree structure is not a prefix of the params'.\n"
-            f"  mask:   {jax.tree.structure(prefix)}\n"
+            f"{owner}: the {possessive} tree structure is not a prefix of the params'.\n"
+            f"  {what + ':':7} {jax.tree.structure(prefix)}\n"
             f"  params: {jax.tree.structure(tree, is_leaf=_is_none)}"
         ) from error
 

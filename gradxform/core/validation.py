@@ -90,15 +90,29 @@ def decay_rate(owner: str, name: str, value: Any, *, allow_one: bool = False) ->
     in_range(owner, name, value, low=0.0, high=1.0, high_open=not allow_one)
 
 
-def positive_int(owner: str, name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> None:
-    """A Python or numpy int (not a bool) ``>= minimum``, or None when ``allow_none``."""
+def positive_int(
+    owner: str, name: str, value: Any, *, minimum: int = 1, allow_none: bool = False
+) -> int | None:
+    """Returns ``value`` as a Python int after checking it is an int in ``[minimum, 2**31 - 1]``.
+
+    Python and numpy ints are accepted (not bools); None too when ``allow_none``.
+    The upper bound is the int32 step counters' range, which these values are
+    compared with. Callers use the returned Python int, so that a numpy
+    ``uint8`` never meets an int32 counter under strict promotion.
+    """
     if value is None and allow_none:
-        return
+        return None
     wanted = f"an int >= {minimum}" + (" or None" if allow_none else "")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    if value > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"{owner}: {name} must be at most 2**31 - 1, the range of the int32 step counters "
+            f"it is compared with, got {value!r}"
+        )
+    return int(value)
 
 
 def transformation(owner: str, name: str, value: Any) -> None:

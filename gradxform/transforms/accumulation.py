@@ -78,7 +78,7 @@ def accumulate_gradients(
     """
     owner = "accumulate_gradients"
     validation.transformation(owner, "inner", inner)
-    validation.positive_int(owner, "every_k", every_k)
+    every_k = validation.positive_int(owner, "every_k", every_k)
     validation.float_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init_fn(params):
@@ -214,7 +214,7 @@ def multi_steps(
     owner = "multi_steps"
     validation.transformation(owner, "inner", inner)
     if not callable(every_k_schedule):
-        validation.positive_int(owner, "every_k_schedule", every_k_schedule)
+        every_k_schedule = validation.positive_int(owner, "every_k_schedule", every_k_schedule)
     validation.boolean(owner, "use_grad_mean", use_grad_mean)
     validation.float_dtype(owner, "accumulator_dtype", accumulator_dtype)
     should_skip_fn = _never_skip if should_skip_update_fn is None else should_skip_update_fn

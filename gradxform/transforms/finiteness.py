@@ -43,7 +43,9 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
     """
     owner = "apply_if_finite"
     validation.transformation(owner, "inner", inner)
-    validation.positive_int(owner, "max_consecutive_errors", max_consecutive_errors, minimum=0)
+    max_consecutive_errors = validation.positive_int(
+        owner, "max_consecutive_errors", max_consecutive_errors, minimum=0
+    )
 
     def init_fn(params):
         return ApplyIfFiniteState(

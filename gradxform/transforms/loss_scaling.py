@@ -116,7 +116,7 @@ def dynamic_loss_scale(
     owner = "dynamic_loss_scale"
     validation.transformation(owner, "inner", inner)
     validation.positive(owner, "initial_scale", initial_scale)
-    validation.positive_int(owner, "dynamic_growth_steps", dynamic_growth_steps)
+    dynamic_growth_steps = validation.positive_int(owner, "dynamic_growth_steps", dynamic_growth_steps)
 
     def init_fn(params):
         return DynamicLossScaleState(

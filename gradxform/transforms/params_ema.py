@@ -68,8 +68,10 @@ def params_ema(
     """
     owner = "params_ema"
     validation.decay_rate(owner, "decay", decay, allow_one=True)
-    validation.positive_int(owner, "overwrite_frequency", overwrite_frequency, allow_none=True)
-    validation.positive_int(owner, "calls_per_step", calls_per_step)
+    overwrite_frequency = validation.positive_int(
+        owner, "overwrite_frequency", overwrite_frequency, allow_none=True
+    )
+    calls_per_step = validation.positive_int(owner, "calls_per_step", calls_per_step)
     validation.float_dtype(owner, "ema_dtype", ema_dtype)
 
     def init_fn(params):

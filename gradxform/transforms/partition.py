@@ -19,7 +19,7 @@ class PartitionState(NamedTuple):
 def _resolve_labels(owner: str, labels: Any, transforms: Mapping, reference: Any) -> Any:
     """A label per leaf of ``reference``; raises if a label has no transformation."""
     label_tree = labels(reference) if callable(labels) else labels
-    full = tree.broadcast_prefix(owner, label_tree, reference)
+    full = tree.broadcast_prefix(owner, label_tree, reference, what="labels")
     used = {label for label in jax.tree.leaves(full)}
     missing = sorted(map(str, used - set(transforms)))
     if missing:
