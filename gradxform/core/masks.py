@@ -171,7 +171,17 @@ def select(leaves: list, treedef: Any, flags: list) -> Any:
     return treedef.unflatten([leaf if flag else None for leaf, flag in zip(leaves, flags)])
 
 
-def merge(treedef: Any, flags: list, selected: Any, others: list) -> Any:
-    """The leaves of ``selected`` where the flag is True, ``others`` elsewhere."""
-    chosen = treedef.flatten_up_to(selected)
-    return treedef.unflatten([new if flag else old for new, old, flag in zip(chosen, others, flags)])
+def update_selected(
+    inner: Any, inner_state: Any, leaves: list, treedef: Any, flags: list, params: Any, extra_args: dict
+) -> tuple[list, Any]:
+    """Runs ``inner.update`` on the flagged leaves only (``None`` elsewhere).
+
+    Returns every leaf, the unflagged ones unchanged, and the inner state.
+    ``params`` (or None) has the same structure as the leaves' tree.
+    """
+    selected_params = None if params is None else select(treedef.flatten_up_to(params), treedef, flags)
+    new_selected, inner_state = inner.update(
+        select(leaves, treedef, flags), inner_state, selected_params, **extra_args
+    )
+    chosen = treedef.flatten_up_to(new_selected)
+    return [new if flag else old for new, old, flag in zip(chosen, leaves, flags)], inner_state

@@ -55,13 +55,10 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         if params is not None:
             tree.check_same_structure(owner, "params", params, updates)
         leaves, treedef, flags = split_by_mask(owner, mask, updates if params is None else params, updates)
-        selected_params = None
-        if params is not None:
-            selected_params = masks.select(treedef.flatten_up_to(params), treedef, flags)
-        new_selected, inner_state = inner.update(
-            masks.select(leaves, treedef, flags), state.inner_state, selected_params, **extra_args
+        new_leaves, inner_state = masks.update_selected(
+            inner, state.inner_state, leaves, treedef, flags, params, extra_args
         )
-        return masks.merge(treedef, flags, new_selected, leaves), MaskedState(inner_state)
+        return treedef.unflatten(new_leaves), MaskedState(inner_state)
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -77,20 +77,16 @@ def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> 
         if params is not None:
             tree.check_same_structure(owner, "params", params, updates)
         label_tree = _resolve_labels(owner, labels, transforms, updates if params is None else params)
-        new_leaves = jax.tree.flatten(updates, is_leaf=lambda x: x is None)[0]
         states = {}
         for label, tx in transforms.items():
+            # Each label's leaves are disjoint, so feeding one group's output to the
+            # next changes only that group's leaves.
             leaves, treedef, flags = _flags_for(owner, label_tree, label, updates)
-            selected_params = None
-            if params is not None:
-                selected_params = masks.select(treedef.flatten_up_to(params), treedef, flags)
-            new_selected, states[label] = tx.update(
-                masks.select(leaves, treedef, flags), state.inner_states[label], selected_params,
-                **extra_args,
+            new_leaves, states[label] = masks.update_selected(
+                tx, state.inner_states[label], leaves, treedef, flags, params, extra_args
             )
-            chosen = treedef.flatten_up_to(new_selected)
-            new_leaves = [new if flag else old for new, old, flag in zip(chosen, new_leaves, flags)]
-        return treedef.unflatten(new_leaves), PartitionState(inner_states=states)
+            updates = treedef.unflatten(new_leaves)
+        return updates, PartitionState(inner_states=states)
 
     return GradientTransformation(init_fn, update_fn)
 
