@@ -75,7 +75,9 @@ class GradientTransformation(_InitUpdate):
     * ``hyperparams``: the constructor's keyword arguments, defaults included;
     * ``children``: its positional arguments (the members of a ``chain``);
     * ``inner``: for constructors built from other constructors (the
-      optimizers), the described transformation they return.
+      optimizers), the described transformation they return;
+    * ``constructor``: the public function that built it (what a config
+      round-trip calls again).
 
     Their ``repr`` is the call that rebuilds them, for example
     ``chain(clip_by_global_norm(max_norm=1.0), scale(step_size=-0.1))``.
@@ -87,6 +89,7 @@ class GradientTransformation(_InitUpdate):
     hyperparams: MappingProxyType = MappingProxyType({})
     children: tuple = ()
     inner: GradientTransformation | None = None
+    constructor: Callable[..., GradientTransformation] | None = None
 
     def __repr__(self) -> str:
         if self.name is None:
@@ -149,9 +152,11 @@ def describe(
     name: str,
     hyperparams: dict[str, Any],
     children: tuple = (),
+    constructor: Callable[..., GradientTransformation] | None = None,
 ) -> GradientTransformation:
     """Returns ``tx`` carrying a description: its constructor's name and arguments."""
     described = GradientTransformation(tx.init, tx.update)
+    described.constructor = constructor
     described.name = name
     described.hyperparams = MappingProxyType(dict(hyperparams))
     described.children = tuple(children)
@@ -178,6 +183,6 @@ def public_constructor(constructor: Callable[..., GradientTransformation]):
         arguments = dict(bound.arguments)
         children = arguments.pop(varargs, ()) if varargs else ()
         tx = constructor(*args, **kwargs)
-        return describe(tx, constructor.__name__, arguments, children)
+        return describe(tx, constructor.__name__, arguments, children, build)
 
     return build

@@ -90,8 +90,8 @@ def _check_learning_rate(owner: str, learning_rate: Any) -> None:
 def _check_positive_or_none(owner: str, name: str, value: Any) -> None:
     if value is None:
         return
-    validation.real_number(owner, name, value)
-    if value <= 0:
+    number = validation.real_number(owner, name, value)  # None for a traced (injected) value
+    if number is not None and number <= 0:
         raise keras_error(owner, f"{name} must be > 0 or None, got {value!r} (Keras would not clip)")
 
 
@@ -136,8 +136,8 @@ def check_base_arguments(owner: str, base: KerasBase, kwargs: dict) -> None:
             "`gradient_accumulation_steps` must be an integer >= 2. "
             f"Received: gradient_accumulation_steps={gas}",
         )
-    validation.real_number(owner, "ema_momentum", base.ema_momentum)
-    if not 0 <= base.ema_momentum <= 1:
+    ema_momentum = validation.real_number(owner, "ema_momentum", base.ema_momentum)
+    if ema_momentum is not None and not 0 <= ema_momentum <= 1:
         raise keras_error(
             owner,
             "`ema_momentum` must be in the range [0, 1]. "
