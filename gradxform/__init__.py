@@ -19,9 +19,11 @@ from gradxform.core.primitives import (
     stateless,
     stateless_with_tree_map,
 )
+from gradxform.core.inspection import tree_get, tree_set
 from gradxform.core.tree import tree_global_norm
 from gradxform import keras, schedules
 from gradxform.interop import to_optax
+from gradxform.config import from_config, to_config
 from gradxform.optimizers import adagrad, adam, adamw, rmsprop, sgd
 from gradxform.transforms.accumulation import (
     AccumulateGradientsState,
@@ -47,6 +49,7 @@ from gradxform.transforms.adaptive import (
 )
 from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
 from gradxform.transforms.finiteness import ApplyIfFiniteState, apply_if_finite
+from gradxform.transforms.injection import InjectHyperparamsState, inject_hyperparams
 from gradxform.transforms.loss_scaling import (
     DynamicLossScaleState,
     StaticLossScaleState,
@@ -55,6 +58,7 @@ from gradxform.transforms.loss_scaling import (
     scale_loss,
     static_loss_scale,
 )
+from gradxform.transforms.monitoring import RecordGlobalNormState, record_global_norm
 from gradxform.transforms.momentum import EmaState, TraceState, ema, trace
 from gradxform.transforms.masking import MaskedState, freeze, masked, set_to_zero
 from gradxform.transforms.params_ema import ParamsEmaState, finalize_params, params_ema
@@ -83,12 +87,14 @@ __all__ = [
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "InjectHyperparamsState",
     "MaskedState",
     "MultiStepsState",
     "OptState",
     "Params",
     "ParamsEmaState",
     "PartitionState",
+    "RecordGlobalNormState",
     "ScalarOrSchedule",
     "ScaleByAdagradState",
     "ScaleByAdamState",
@@ -117,7 +123,9 @@ __all__ = [
     "ema",
     "finalize_params",
     "freeze",
+    "from_config",
     "identity",
+    "inject_hyperparams",
     "keras",
     "masked",
     "multi_steps",
@@ -125,6 +133,7 @@ __all__ = [
     "params_ema",
     "partition",
     "partition_by_patterns",
+    "record_global_norm",
     "rmsprop",
     "scale",
     "scale_by_adagrad",
@@ -143,7 +152,10 @@ __all__ = [
     "stateless",
     "stateless_with_tree_map",
     "static_loss_scale",
+    "to_config",
     "to_optax",
     "trace",
+    "tree_get",
     "tree_global_norm",
+    "tree_set",
 ]

@@ -196,6 +196,11 @@ _INVALID = [
         (gx.apply_if_finite, {"inner": gx.sgd(0.1), "max_consecutive_errors": value}, exc)
         for value, exc in ((-1, ValueError), (1.5, TypeError), (True, TypeError), (None, TypeError))
     ],
+    (gx.inject_hyperparams, {"inner_factory": 3}, TypeError),
+    (gx.inject_hyperparams, {"inner_factory": gx.adam, "static_args": ("beta",)}, ValueError),
+    (gx.inject_hyperparams, {"inner_factory": gx.adam, "static_args": 7}, TypeError),
+    (gx.inject_hyperparams, {"inner_factory": gx.adam, "hyperparam_dtype": "int32"}, ValueError),
+    (gx.inject_hyperparams, {"inner_factory": gx.adam, "hyperparam_dtype": "nope"}, TypeError),
     (gx.masked, {"inner": gx.sgd(0.1), "mask": "bias("}, ValueError),
     (gx.masked, {"inner": gx.sgd(0.1), "mask": {}}, ValueError),
     (gx.freeze, {"mask": "(unclosed"}, ValueError),

@@ -105,6 +105,15 @@ FACTORIES = {
         [("bias|scalar", gx.sgd(0.1)), ("blocks", gx.adagrad(0.1))], default=gx.adam(1e-3)
     ),
     "apply_if_finite": lambda: gx.apply_if_finite(gx.adam(1e-3), max_consecutive_errors=2),
+    "inject_adam_scheduled": lambda: gx.inject_hyperparams(gx.adam)(
+        learning_rate=gx.schedules.warmup_cosine_decay_schedule(0.0, 1e-2, 3, 20), b2=0.99
+    ),
+    "inject_keras_adam": lambda: gx.inject_hyperparams(gx.keras.adam)(
+        1e-3, weight_decay=0.01, clipnorm=1.0, use_ema=True, gradient_accumulation_steps=2
+    ),
+    "record_global_norm": lambda: gx.chain(
+        gx.record_global_norm(), gx.clip_by_global_norm(1.0), gx.sgd(0.1)
+    ),
     "keras_adam_everything": lambda: gx.keras.adam(
         gx.keras.CosineDecay(1e-3, 10, warmup_target=1e-2, warmup_steps=2),
         amsgrad=True, weight_decay=0.01, clipnorm=1.0, use_ema=True, ema_overwrite_frequency=2,

@@ -30,7 +30,9 @@ def test_every_python_snippet_runs():
 
 
 def test_keras_snippet_builds_the_documented_chain_and_averages():
-    code = re.findall(r"```python\n(.*?)```", README, re.S)[1]
+    code = next(
+        block for block in re.findall(r"```python\n(.*?)```", README, re.S) if "gx.keras" in block
+    )
     namespace = {}
     exec(compile(code, "README Keras block", "exec"), namespace)  # noqa: S102
     state, params = namespace["state"], namespace["params"]

@@ -72,17 +72,20 @@ def _check_arguments(inner_factory, static_args, hyperparam_dtype):
     owner = "inject_hyperparams"
     if not callable(inner_factory):
         raise TypeError(f"{owner}: inner_factory must be callable, got {inner_factory!r}")
+    given = static_args
     if isinstance(static_args, str):
         static_args = (static_args,)
-    if not all(isinstance(name, str) for name in static_args):
-        raise TypeError(f"{owner}: static_args must be argument names, got {static_args!r}")
+    if not isinstance(static_args, (tuple, list)) or not all(
+        isinstance(name, str) for name in static_args
+    ):
+        raise TypeError(f"{owner}: static_args must be argument names, got {given!r}")
     validation.float_dtype(owner, "hyperparam_dtype", hyperparam_dtype)
     signature = inspect.signature(inner_factory)
     unknown = [n for n in static_args if n not in signature.parameters]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         raise ValueError(
-            f"{owner}: static_args {unknown!r} are not arguments of {inner_factory.__name__}; "
-            f"it takes {list(signature.parameters)}"
+            f"{owner}: static_args={given!r} names {unknown!r}, which are not arguments of "
+            f"{getattr(inner_factory, '__name__', inner_factory)}; it takes {list(signature.parameters)}"
         )
     return tuple(static_args), signature
 

@@ -228,7 +228,7 @@ def test_describes_itself_and_the_optimizer_it_builds():
     [
         (lambda: gx.inject_hyperparams(3), TypeError, "inner_factory must be callable, got 3"),
         (lambda: gx.inject_hyperparams(gx.adam, static_args=("beta",)), ValueError,
-         r"static_args \['beta'\] are not arguments of adam"),
+         r"static_args=\('beta',\) names \['beta'\], which are not arguments of adam"),
         (lambda: gx.inject_hyperparams(gx.adam, static_args=(1,)), TypeError, "static_args"),
         (lambda: gx.inject_hyperparams(gx.adam, hyperparam_dtype=jnp.int32), ValueError,
          "hyperparam_dtype"),

@@ -1,0 +1,121 @@
+"""tree_get / tree_set: values found by name anywhere in a nested state."""
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradxform as gx
+from tests.helpers import random_params
+
+SCHEDULE = gx.schedules.linear_schedule(1e-2, 0.0, 50)
+
+
+def _state(tx, steps=3):
+    params = random_params()
+    state = tx.init(params)
+    for _ in range(steps):
+        _, state = jax.jit(tx.update)(params, state, params)
+    return state
+
+
+def test_finds_a_scheduled_learning_rate_where_optax_tree_get_raises():
+    state = _state(gx.inject_hyperparams(gx.adam)(learning_rate=SCHEDULE))
+    assert float(gx.tree_get(state, "learning_rate")) == float(jax.jit(SCHEDULE)(jnp.int32(2)))
+    with jax.numpy_dtype_promotion("standard"):
+        optax_tx = optax.inject_hyperparams(optax.adam)(
+            learning_rate=optax.linear_schedule(1e-2, 0.0, 50)
+        )
+        optax_state = optax_tx.init(random_params())
+    with pytest.raises(KeyError, match="multiple values"):
+        optax.tree.get(optax_state, "learning_rate")
+
+
+def test_finds_values_deep_inside_wrappers_and_returns_subtrees():
+    tx = gx.chain(
+        gx.record_global_norm(),
+        gx.masked(gx.inject_hyperparams(gx.sgd)(learning_rate=0.1, momentum=0.9), ["dense"]),
+        gx.apply_if_finite(gx.adam(1e-3), 3),
+    )
+    state = _state(tx)
+    assert float(gx.tree_get(state, "learning_rate")) == pytest.approx(0.1)
+    assert int(gx.tree_get(state, "notfinite_count")) == 0
+    mu = gx.tree_get(state, "mu")
+    chex.assert_trees_all_equal_structs(mu, state[2].inner_state[0].mu)
+    assert gx.tree_get(state, "momentum") is state[1].inner_state.hyperparams["momentum"]
+
+
+def test_ambiguous_name_lists_every_candidate_and_a_longer_path_resolves_it():
+    state = _state(gx.chain(gx.clip_by_global_norm(1.0), gx.adam(1e-3)))
+    with pytest.raises(KeyError) as info:
+        gx.tree_get(state, "count")
+    message = str(info.value)
+    assert "ambiguous" in message
+    assert "1/0/count" in message and "1/1/count" in message
+    assert int(gx.tree_get(state, "1/0/count")) == 3
+    assert int(gx.tree_get(state, "/1/1/count/")) == 3
+
+
+def test_missing_name_lists_the_names_there_and_hints_at_injection():
+    state = _state(gx.adam(SCHEDULE))
+    with pytest.raises(KeyError) as info:
+        gx.tree_get(state, "learning_rate")
+    message = str(info.value)
+    assert "no 'learning_rate'" in message and "'mu'" in message and "'nu'" in message
+    assert "inject_hyperparams" in message
+    assert gx.tree_get(state, "learning_rate", default=None) is None
+
+
+@pytest.mark.parametrize("name", [3, "", "/", None])
+def test_bad_name_is_a_type_error_naming_it(name):
+    with pytest.raises(TypeError, match=re.escape(repr(name))):
+        gx.tree_get(gx.adam(1e-3).init(random_params()), name)
+
+
+def test_works_on_named_chains_and_plain_dicts():
+    state = _state(gx.named_chain(("clip", gx.clip_by_global_norm(1.0)), ("opt", gx.sgd(0.1, 0.9))))
+    chex.assert_trees_all_equal(gx.tree_get(state, "opt/0/trace"), state["opt"][0].trace)
+    assert gx.tree_get({"a": {"b": 1}}, "b") == 1
+
+
+def test_tree_set_keeps_dtypes_and_structure_and_leaves_the_rest():
+    tx = gx.inject_hyperparams(gx.adam)(learning_rate=1e-3)
+    state = _state(tx)
+    new = gx.tree_set(state, learning_rate=5e-4, **{"hyperparams/b1": 0.5})
+    assert jax.tree.structure(new) == jax.tree.structure(state)
+    for old_leaf, new_leaf in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+        assert old_leaf.dtype == new_leaf.dtype and old_leaf.shape == new_leaf.shape
+    assert float(new.hyperparams["learning_rate"]) == float(np.float32(5e-4))
+    assert float(new.hyperparams["b1"]) == 0.5
+    chex.assert_trees_all_equal(new.inner_state, state.inner_state)
+    assert float(state.hyperparams["learning_rate"]) == float(np.float32(1e-3))  # a copy
+
+
+def test_tree_set_errors():
+    state = _state(gx.inject_hyperparams(gx.adam)(learning_rate=1e-3))
+    with pytest.raises(KeyError, match="ambiguous"):
+        gx.tree_set(state, count=0)
+    with pytest.raises(KeyError, match="no 'lr'"):
+        gx.tree_set(state, lr=0.1)
+    with pytest.raises(ValueError, match=r"learning_rate must have shape \(\)"):
+        gx.tree_set(state, learning_rate=jnp.ones(2))
+
+
+def test_tree_set_value_is_used_under_jit_without_retracing():
+    params = random_params()
+    tx = gx.inject_hyperparams(gx.sgd)(learning_rate=0.1)
+    traces = []
+
+    @jax.jit
+    def step(state):
+        traces.append(None)
+        return tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+
+    updates, state = step(tx.init(params))
+    updates, _ = step(gx.tree_set(state, learning_rate=0.0))
+    assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(updates))
+    assert len(traces) == 1
