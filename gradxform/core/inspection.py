@@ -3,9 +3,11 @@
 A name is matched against the key paths of the state, written as in masks
 (``"0/count"``, ``"hyperparams/learning_rate"``): NamedTuple fields, dict keys
 and sequence indices joined by ``/``. ``"count"`` matches every path ending in
-``count``; ``"0/count"`` only those ending in ``0/count``. A name must match
-exactly one place: several matches are an error that lists them, so that a
-chain with two counters never silently returns the wrong one.
+``count``; ``"0/count"`` only those ending in ``0/count``; a leading ``/``
+anchors at the root, so ``"/count"`` is only a top-level ``count``. A name must
+match exactly one place: several matches are an error that lists them (as
+anchored paths, each usable as a name), so that a chain with two counters never
+silently returns the wrong one.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def _find(owner: str, tree: Any, name: str) -> list[tuple[tuple[str, ...], Any]]
     if not isinstance(name, str) or not name.strip("/"):
         raise TypeError(f"{owner}: name must be a non-empty string such as 'count', got {name!r}")
     wanted = tuple(name.strip("/").split("/"))
+    if name.startswith("/"):
+        return [(path, value) for path, value in _walk(tree) if path == wanted]
     return [(path, value) for path, value in _walk(tree) if path[-len(wanted):] == wanted]
 
 
@@ -52,10 +56,10 @@ def _one(owner: str, tree: Any, name: str) -> tuple[tuple[str, ...], Any] | None
     """The single match of ``name``; None if there is none; an error if several."""
     matches = _find(owner, tree, name)
     if len(matches) > 1:
-        candidates = ", ".join("/".join(path) for path, _ in matches)
+        candidates = ", ".join("/" + "/".join(path) for path, _ in matches)
         raise KeyError(
             f"{owner}: {name!r} is ambiguous, it matches {len(matches)} places: {candidates}. "
-            f"Pass a longer path, e.g. {'/'.join(matches[0][0])!r}."
+            "Pass one of these paths (a leading '/' anchors at the root), or a longer path end."
         )
     return matches[0] if matches else None
 
@@ -77,9 +81,9 @@ def tree_get(tree: Any, name: str, default: Any = _MISSING) -> Any:
 
     Args:
       tree: an optimizer state (or any pytree).
-      name: a field or key name (``"count"``, ``"learning_rate"``, ``"mu"``), or
+      name: a field or key name (``"count"``, ``"learning_rate"``, ``"mu"``),
         the end of a path to tell several apart (``"0/count"``,
-        ``"hyperparams/b2"``).
+        ``"hyperparams/b2"``), or a full path from the root (``"/count"``).
       default: returned when nothing matches; without it that is a `KeyError`
         listing the names the state has.
 

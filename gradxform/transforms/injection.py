@@ -15,6 +15,13 @@ Python float, and XLA folds the same constants. A value changed in the state
 selects the other branch of a ``lax.cond``, where it is a runtime float32 value.
 optax injects runtime values always, which is why its results drift from the
 plain optimizer's (optax#583, #1532).
+
+The guarantee covers the update: ``jax.jit(tx.update)``, whatever the chain,
+and a training step that applies the updates in a separate computation. When
+``apply_updates`` is compiled into the same program, XLA may fuse the plain
+optimizer's last multiply with the parameter add into one fused multiply-add;
+it does not fuse across the conditional, so there the two can differ in the
+last bit of a step (as a jitted and an eager update already do).
 """
 
 from __future__ import annotations
@@ -101,9 +108,10 @@ def inject_hyperparams(
         T_t = \mathrm{factory}(h_t), \qquad h_t[k] = s_k(t) \text{ for a schedule }
         s_k, \text{ else the stored value}; \qquad (u_t, S_t) = T_t(g_t, S_{t-1})
 
-    ``inject_hyperparams(gx.adam)(learning_rate=schedule, b2=0.999)`` behaves
-    exactly like ``gx.adam(learning_rate=schedule, b2=0.999)``, bit for bit
-    (see the module docstring for how), and
+    ``inject_hyperparams(gx.adam)(learning_rate=schedule, b2=0.999)`` computes
+    exactly the updates of ``gx.adam(learning_rate=schedule, b2=0.999)``, bit
+    for bit (see the module docstring for how, and for a step that fuses
+    ``apply_updates`` into the same program), and
     its state holds ``hyperparams['learning_rate']`` (the rate used by the
     latest update) and ``hyperparams['b1']``, ``['b2']``, ... Changing
     ``state.hyperparams['b2']`` (to a 0-d array) takes effect at the next update

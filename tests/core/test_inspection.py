@@ -55,9 +55,21 @@ def test_ambiguous_name_lists_every_candidate_and_a_longer_path_resolves_it():
         gx.tree_get(state, "count")
     message = str(info.value)
     assert "ambiguous" in message
-    assert "1/0/count" in message and "1/1/count" in message
+    assert "/1/0/count" in message and "/1/1/count" in message
     assert int(gx.tree_get(state, "1/0/count")) == 3
     assert int(gx.tree_get(state, "/1/1/count/")) == 3
+
+
+def test_a_leading_slash_anchors_at_the_root_and_every_listed_candidate_works():
+    state = _state(gx.inject_hyperparams(gx.adam)(learning_rate=1e-3), steps=2)
+    with pytest.raises(KeyError) as info:
+        gx.tree_get(state, "count")
+    candidates = re.findall(r"(/(?:\w+/)*count)", str(info.value))
+    assert candidates == ["/count", "/inner_state/0/count", "/inner_state/1/count"]
+    for candidate in candidates:
+        assert int(gx.tree_get(state, candidate)) == 2
+    assert gx.tree_get(state, "/count") is state.count
+    assert int(gx.tree_set(state, **{"/count": 7}).count) == 7
 
 
 def test_missing_name_lists_the_names_there_and_hints_at_injection():
