@@ -90,8 +90,12 @@ class GradientTransformation(_InitUpdate):
     children: tuple = ()
     inner: GradientTransformation | None = None
     constructor: Callable[..., GradientTransformation] | None = None
+    # The call, when it is not ``name(*children, **hyperparams)`` (a two-stage call).
+    call_repr: str | None = None
 
     def __repr__(self) -> str:
+        if self.call_repr is not None:
+            return self.call_repr
         if self.name is None:
             return f"GradientTransformation(init={self.init!r}, update={self.update!r})"
         parts = [format_value(child) for child in self.children]

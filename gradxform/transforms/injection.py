@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform.core import numerics, validation
-from gradxform.core.base import GradientTransformation, OptState, describe
+from gradxform.core.base import GradientTransformation, OptState, describe, format_value
 
 _STATIC, _NUMERIC, _SCHEDULED = "static", "numeric", "scheduled"
 
@@ -73,6 +73,13 @@ def _kind(name: str, value: Any, parameter: inspect.Parameter | None, static_arg
     if callable(value) and not isinstance(value, tuple) and _annotated_as_schedule(parameter):
         return _SCHEDULED
     return _STATIC  # ints (step counts), None, strings, dtypes, masks, transformations
+
+
+def _factory_name(factory: Callable) -> str:
+    """``adam``, or ``keras.adam`` for a Keras preset, as the user would write it after ``gx.``."""
+    name = getattr(factory, "__name__", repr(factory))
+    module = getattr(factory, "__module__", "") or ""
+    return f"keras.{name}" if module.startswith("gradxform.keras") else name
 
 
 def _check_arguments(inner_factory, static_args, hyperparam_dtype):
@@ -210,6 +217,13 @@ def inject_hyperparams(
             },
         )
         tx.inner = reference
+        options = "".join(
+            f", {key}={format_value(value)}"
+            for key, value in (("static_args", static_args), ("hyperparam_dtype", hyperparam_dtype))
+            if value
+        )
+        call = ", ".join(f"{key}={format_value(value)}" for key, value in arguments.items())
+        tx.call_repr = f"inject_hyperparams({_factory_name(inner_factory)}{options})({call})"
         return tx
 
     build.__name__ = build.__qualname__ = f"inject_hyperparams({inner_factory.__name__})"

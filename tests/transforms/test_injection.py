@@ -245,6 +245,12 @@ def test_describes_itself_and_the_optimizer_it_builds():
     assert tx.hyperparams["inner_factory"] is gx.adam
     assert tx.hyperparams["arguments"]["learning_rate"] == 1e-3
     assert repr(tx.inner) == repr(gx.adam(1e-3))
+    assert repr(tx) == (
+        "inject_hyperparams(adam)(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, "
+        "eps_root=0.0, mu_dtype=None, nesterov=False, amsgrad=False)"
+    )
+    keras = gx.inject_hyperparams(gx.keras.adagrad, static_args="epsilon")(0.1)
+    assert repr(keras).startswith("inject_hyperparams(keras.adagrad, static_args=('epsilon',))(")
 
 
 @pytest.mark.parametrize(
