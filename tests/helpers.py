@@ -58,6 +58,28 @@ def gradient_stream(params: Any, steps: int, seed: int = 1, zero_every: int = 7)
     return stream
 
 
+def assert_trees_bitwise_equal(actual: Any, expected: Any, context: str = "") -> None:
+    """Same structure, shapes and dtypes, and every leaf equal byte for byte (-0.0 is not 0.0)."""
+    assert jax.tree.structure(actual, is_leaf=is_none) == jax.tree.structure(
+        expected, is_leaf=is_none
+    ), context
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        a, e = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(e))
+        assert a.dtype == e.dtype and a.shape == e.shape, context
+        np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=context)
+
+
+def jit_counting_traces(fn: Callable) -> tuple[Callable, list]:
+    """``jax.jit(fn)`` and a list that grows by one each time JAX traces ``fn``."""
+    traces = []
+
+    def traced(*args, **kwargs):
+        traces.append(None)
+        return fn(*args, **kwargs)
+
+    return jax.jit(traced), traces
+
+
 def cast_tree(tree: Any, dtype: Any):
     return jax.tree.map(lambda x: x.astype(dtype), tree)
 

@@ -17,7 +17,6 @@ import functools
 import json
 import math
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +26,7 @@ import pytest
 import gradxform as gx
 from gradxform import from_config, to_config
 from gradxform.core.base import describe
-from tests.helpers import gradient_stream, random_params
+from tests.helpers import assert_trees_bitwise_equal, gradient_stream, random_params
 
 S = gx.schedules
 STEPS = 20
@@ -42,13 +41,6 @@ def round_trip(tx):
     text = json.dumps(config, allow_nan=False)
     rebuilt = from_config(json.loads(text))
     return config, rebuilt
-
-
-def assert_trees_bitwise_equal(actual, expected, context):
-    chex.assert_trees_all_equal_structs(actual, expected)
-    chex.assert_trees_all_equal_shapes_and_dtypes(actual, expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=context)
 
 
 def gradients(params, nonfinite):

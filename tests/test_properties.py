@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.helpers import gradient_stream, is_none, random_params
+from tests.helpers import gradient_stream, is_none, jit_counting_traces, random_params
 
 
 def _decaying(count):
@@ -162,13 +162,7 @@ def _assert_same_state_layout(state, reference):
 def test_jit_traces_once_and_agrees_with_eager(name):
     tx = FACTORIES[name]()
     params, grads_seq = _setup(jnp.float32, steps=3)
-    traces = []
-
-    def counted_update(updates, state, params):
-        traces.append(1)
-        return tx.update(updates, state, params)
-
-    jitted = jax.jit(counted_update)
+    jitted, traces = jit_counting_traces(tx.update)
     init_state = tx.init(params)
     jit_state = eager_state = init_state
     for step, grads in enumerate(grads_seq):

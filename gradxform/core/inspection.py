@@ -28,12 +28,18 @@ _HYPERPARAMETER_HINT = (
 )
 
 
+def _one_level(node: Any) -> tuple[list[tuple[str, Any]], Any]:
+    """The named children of a pytree node and its treedef, flattened one level only."""
+    entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    return [(key_name(path[0]) if path else "", child) for path, child in entries], treedef
+
+
 def _children(node: Any) -> list[tuple[str, Any]]:
     """The named children of a pytree node; a leaf (array, number) has none."""
-    entries, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-    if len(entries) == 1 and entries[0][0] == ():
+    children, _ = _one_level(node)
+    if len(children) == 1 and children[0][1] is node:
         return []
-    return [(key_name(path[0]), child) for path, child in entries]
+    return children
 
 
 def _walk(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -116,9 +122,9 @@ def _replace(node: Any, path: tuple[str, ...], targets: dict) -> Any:
         return targets[path]
     if not any(target[: len(path)] == path for target in targets):
         return node
-    entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-    children = [_replace(child, path + (key_name(p[0]),), targets) for p, child in entries]
-    return jax.tree_util.tree_unflatten(treedef, children)
+    children, treedef = _one_level(node)
+    replaced = [_replace(child, path + (name,), targets) for name, child in children]
+    return jax.tree_util.tree_unflatten(treedef, replaced)
 
 
 def _like(owner: str, name: str, value: Any, old: Any) -> Any:

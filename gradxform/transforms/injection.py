@@ -99,7 +99,7 @@ def _check_arguments(inner_factory, static_args, hyperparam_dtype):
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         raise ValueError(
             f"{owner}: static_args={given!r} names {unknown!r}, which are not arguments of "
-            f"{getattr(inner_factory, '__name__', inner_factory)}; it takes {list(signature.parameters)}"
+            f"{_factory_name(inner_factory)}; it takes {list(signature.parameters)}"
         )
     return tuple(static_args), signature
 
@@ -226,5 +226,5 @@ def inject_hyperparams(
         tx.call_repr = f"inject_hyperparams({_factory_name(inner_factory)}{options})({call})"
         return tx
 
-    build.__name__ = build.__qualname__ = f"inject_hyperparams({inner_factory.__name__})"
+    build.__name__ = build.__qualname__ = f"inject_hyperparams({_factory_name(inner_factory)})"
     return build

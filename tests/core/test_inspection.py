@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import random_params
+from tests.helpers import jit_counting_traces, random_params
 
 SCHEDULE = gx.schedules.linear_schedule(1e-2, 0.0, 50)
 
@@ -120,12 +120,9 @@ def test_tree_set_errors():
 def test_tree_set_value_is_used_under_jit_without_retracing():
     params = random_params()
     tx = gx.inject_hyperparams(gx.sgd)(learning_rate=0.1)
-    traces = []
-
-    @jax.jit
-    def step(state):
-        traces.append(None)
-        return tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    step, traces = jit_counting_traces(
+        lambda state: tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    )
 
     updates, state = step(tx.init(params))
     updates, _ = step(gx.tree_set(state, learning_rate=0.0))

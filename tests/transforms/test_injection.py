@@ -13,7 +13,12 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import gradient_stream, random_params
+from tests.helpers import (
+    assert_trees_bitwise_equal,
+    gradient_stream,
+    jit_counting_traces,
+    random_params,
+)
 
 STEPS = 100
 WARMUP_COSINE = gx.schedules.warmup_cosine_decay_schedule(0.0, 1e-2, 10, STEPS, 1e-4)
@@ -73,14 +78,6 @@ def _trajectory(tx, params, grads_seq):
     return history
 
 
-def _assert_bitwise(actual, expected, context):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected), context
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        a, e = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(e))
-        assert a.dtype == e.dtype, context
-        np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=context)
-
-
 @pytest.mark.parametrize(
     "name,dtype",
     [(name, jnp.float32) for name in CASES]
@@ -94,9 +91,9 @@ def test_bitwise_equal_to_the_plain_optimizer_over_100_steps(name, dtype):
     injected = _trajectory(gx.inject_hyperparams(factory)(**arguments), params, grads_seq)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         context = f"{name}, {dtype.__name__}, step {step}"
-        _assert_bitwise(u_i, u, context)
-        _assert_bitwise(p_i, p, context)
-        _assert_bitwise(s_i.inner_state, s, context)
+        assert_trees_bitwise_equal(u_i, u, context)
+        assert_trees_bitwise_equal(p_i, p, context)
+        assert_trees_bitwise_equal(s_i.inner_state, s, context)
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd_nesterov", "keras_adagrad"])
@@ -171,16 +168,6 @@ def test_scheduled_values_follow_the_schedule_as_optax_logs_them():
         assert float(state.hyperparams["learning_rate"]) == float(schedule(jnp.int32(step)))
 
 
-def _count_traces(fn):
-    traces = []
-
-    def traced(*args):
-        traces.append(None)
-        return fn(*args)
-
-    return jax.jit(traced), traces
-
-
 def test_changing_a_value_takes_effect_without_recompiling():
     """Given values: bitwise the plain optimizer. Changed values: the plain optimizer
     built with them, to float tolerance (they are runtime values now, which XLA
@@ -188,7 +175,7 @@ def test_changing_a_value_takes_effect_without_recompiling():
     params = random_params()
     grads_seq = gradient_stream(params, 15, zero_every=0)
     tx = gx.inject_hyperparams(gx.adam)(learning_rate=1e-3)
-    update, traces = _count_traces(tx.update)
+    update, traces = jit_counting_traces(tx.update)
     state = tx.init(params)
     for step, grads in enumerate(grads_seq):
         changed = 5 <= step < 10
@@ -203,7 +190,7 @@ def test_changing_a_value_takes_effect_without_recompiling():
             chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-10)
             assert float(state.hyperparams["b2"]) == float(np.float32(0.99))
         else:
-            _assert_bitwise(updates, expected, f"step {step}")
+            assert_trees_bitwise_equal(updates, expected, f"step {step}")
     assert len(traces) == 1
 
 
