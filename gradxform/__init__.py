@@ -23,6 +23,7 @@ from gradxform.core.inspection import tree_get, tree_set
 from gradxform.core.tree import tree_global_norm
 from gradxform import keras, schedules
 from gradxform.interop import to_optax
+from gradxform.sharding import state_shardings
 from gradxform.config import from_config, to_config
 from gradxform.optimizers import adagrad, adam, adamw, rmsprop, sgd
 from gradxform.transforms.accumulation import (
@@ -152,6 +153,7 @@ __all__ = [
     "stateless",
     "stateless_with_tree_map",
     "static_loss_scale",
+    "state_shardings",
     "to_config",
     "to_optax",
     "trace",

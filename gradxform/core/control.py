@@ -14,9 +14,10 @@ def hold_updates(shapes: Any) -> Any:
     """Updates that leave every parameter bit-for-bit as it is: ``-0.0`` everywhere.
 
     ``p + (-0.0) == p`` for every ``p``, including ``-0.0`` (``+0.0`` would turn a
-    ``-0.0`` parameter into ``+0.0``).
+    ``-0.0`` parameter into ``+0.0``). Each leaf keeps the sharding in its shape
+    (set on a mesh with explicit axes), so both ``lax.cond`` branches agree.
     """
-    return jax.tree.map(lambda s: jnp.full(s.shape, -0.0, s.dtype), shapes)
+    return jax.tree.map(lambda s: jnp.full(s.shape, -0.0, s.dtype, device=s.sharding), shapes)
 
 
 def update_or_hold(

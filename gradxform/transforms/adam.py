@@ -40,11 +40,7 @@ def _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype):
 def _init_moments(params, mu_dtype, nu_dtype):
     """First moments in ``mu_dtype`` (or the params'), second in ``nu_dtype`` (or real)."""
 
-    def nu_zeros(p):
-        dtype = numerics.real_dtype(numerics.leaf_dtype(p)) if nu_dtype is None else nu_dtype
-        return jnp.zeros(jnp.shape(p), dtype)
-
-    return tree.tree_zeros_like(params, mu_dtype), tree.tree_map_skip_none(nu_zeros, params)
+    return tree.tree_zeros_like(params, mu_dtype), tree.tree_full_like(params, 0, nu_dtype, real=True)
 
 
 def _moments(g, mu, nu, b1, b2):

@@ -16,16 +16,6 @@ from gradxform.core import numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
-def _full_real(params: Any, value: float, dtype: Any) -> Any:
-    """An accumulator of squares: ``value`` everywhere, in ``dtype`` or each param's real dtype."""
-
-    def full(p):
-        leaf_dtype = numerics.real_dtype(numerics.leaf_dtype(p)) if dtype is None else dtype
-        return jnp.full(jnp.shape(p), value, leaf_dtype)
-
-    return tree.tree_map_skip_none(full, params)
-
-
 def _inverse_root(nu: jax.Array, eps: float, eps_in_sqrt: bool) -> jax.Array:
     if eps_in_sqrt:
         return jax.lax.rsqrt(nu + eps)
@@ -70,7 +60,7 @@ def scale_by_adagrad(
 
     def init_fn(params):
         return ScaleByAdagradState(
-            sum_of_squares=_full_real(params, initial_accumulator_value, accumulator_dtype)
+            sum_of_squares=tree.tree_full_like(params, initial_accumulator_value, accumulator_dtype, real=True)
         )
 
     def leaf(g, s):
@@ -140,7 +130,7 @@ def scale_by_rms(
 
     def init_fn(params):
         return ScaleByRmsState(
-            count=numerics.zero_count(), nu=_full_real(params, initial_scale, None)
+            count=numerics.zero_count(), nu=tree.tree_full_like(params, initial_scale, real=True)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -209,7 +199,7 @@ def scale_by_stddev(
         return ScaleByStddevState(
             count=numerics.zero_count(),
             mu=tree.tree_zeros_like(params),
-            nu=_full_real(params, initial_scale, None),
+            nu=tree.tree_full_like(params, initial_scale, real=True),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
