@@ -1,0 +1,26 @@
+"""Runs ``tests/multidevice`` on 8 fake CPU devices, in a subprocess.
+
+``--xla_force_host_platform_device_count`` only takes effect if it is set
+before jax is imported, and this process imported jax long ago; so a fresh
+pytest runs that folder with the flag, on the CPU platform.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_multidevice_suite_passes_on_8_cpu_devices():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/multidevice", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    report = result.stdout[-20000:] + result.stderr[-5000:]
+    assert result.returncode == 0, report
+    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1], report
