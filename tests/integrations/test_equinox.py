@@ -12,32 +12,17 @@ steps on scikit-learn's digits, and the run must match optax's.
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
 
 import gradxform as gx
+from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
 from tests.helpers import assert_trees_close, is_none
 
-STEPS = 300
-BATCH = 64
 SCHEDULE = dict(init_value=0.0, peak_value=0.1, warmup_steps=30, decay_steps=STEPS, end_value=1e-3)
 
 
-def load_data():
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-6)
-    return x.astype(np.float32), digits.target.astype(np.int32)
-
-
-X, Y = load_data()
-BATCHES = np.random.default_rng(0).integers(0, len(Y), (STEPS, BATCH))
 MODEL = eqx.nn.MLP(64, 10, width_size=32, depth=1, key=jax.random.key(0))
-
-
-def cross_entropy(logits, labels):
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
 def loss_fn(model, x, y):

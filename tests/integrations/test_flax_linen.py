@@ -14,24 +14,12 @@ import numpy as np
 import optax
 import pytest
 from flax.training import train_state
-from sklearn.datasets import load_digits
 
 import gradxform as gx
+from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
 from tests.helpers import assert_trees_close, jit_counting_traces
 
-STEPS = 300
-BATCH = 64
 SCHEDULE = dict(init_value=0.0, peak_value=1e-2, warmup_steps=30, decay_steps=STEPS, end_value=1e-4)
-
-
-def load_data():
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-6)
-    return x.astype(np.float32), digits.target.astype(np.int32)
-
-
-X, Y = load_data()
-BATCHES = np.random.default_rng(0).integers(0, len(Y), (STEPS, BATCH))
 
 
 class MLP(nn.Module):
@@ -42,10 +30,6 @@ class MLP(nn.Module):
 
 MODEL = MLP()
 PARAMS = MODEL.init(jax.random.key(0), X[:1])
-
-
-def cross_entropy(logits, labels):
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
 def loss_fn(params, x, y):

@@ -14,23 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from sklearn.datasets import load_digits
 
 import gradxform as gx
+from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
 from tests.helpers import assert_trees_close
-
-STEPS = 300
-BATCH = 64
-
-
-def load_data():
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-6)
-    return x.astype(np.float32), digits.target.astype(np.int32)
-
-
-X, Y = load_data()
-BATCHES = np.random.default_rng(0).integers(0, len(Y), (STEPS, BATCH))
 
 
 class MLP(nnx.Module):
@@ -40,10 +27,6 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(nnx.relu(self.hidden(x)))
-
-
-def cross_entropy(logits, labels):
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
 def loss_fn(model, x, y):

@@ -14,26 +14,12 @@ update does not, it runs under the suite's strict promotion.
 
 import haiku as hk
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
 
 import gradxform as gx
+from tests.integrations.digits import BATCH, BATCHES, X, Y, cross_entropy
 from tests.helpers import assert_trees_close, jit_counting_traces
-
-STEPS = 300
-BATCH = 64
-
-
-def load_data():
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-6)
-    return x.astype(np.float32), digits.target.astype(np.int32)
-
-
-X, Y = load_data()
-BATCHES = np.random.default_rng(0).integers(0, len(Y), (STEPS, BATCH))
 
 
 def forward(x, is_training):
@@ -45,10 +31,6 @@ def forward(x, is_training):
 NET = hk.without_apply_rng(hk.transform_with_state(forward))
 with jax.numpy_dtype_promotion("standard"):
     PARAMS, MODEL_STATE = NET.init(jax.random.key(0), X[:BATCH], True)
-
-
-def cross_entropy(logits, labels):
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
 def loss_fn(params, model_state, x, y, is_training=True):

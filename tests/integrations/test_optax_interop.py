@@ -24,26 +24,14 @@ import numpy as np
 import optax
 import pytest
 from optax import contrib
-from sklearn.datasets import load_digits
 
 import gradxform as gx
+from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
 from tests.helpers import assert_trees_close, jit_counting_traces
 
-STEPS = 300
-BATCH = 64
 SCHEDULE = dict(init_value=0.0, peak_value=1e-2, warmup_steps=30, decay_steps=STEPS, end_value=1e-4)
 SGD_SCHEDULE = dict(SCHEDULE, peak_value=5e-2)
 PLATEAU = dict(factor=0.5, patience=3, cooldown=2, accumulation_size=10, rtol=1e-2)
-
-
-def load_data():
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-6)
-    return x.astype(np.float32), digits.target.astype(np.int32)
-
-
-X, Y = load_data()
-BATCHES = np.random.default_rng(0).integers(0, len(Y), (STEPS, BATCH))
 
 
 def init_mlp(key, sizes=(64, 32, 10)):
@@ -63,7 +51,7 @@ PARAMS = init_mlp(jax.random.key(0))
 def loss_fn(params, x, y):
     h = jax.nn.relu(x @ params["dense_0"]["kernel"] + params["dense_0"]["bias"])
     logits = h @ params["dense_1"]["kernel"] + params["dense_1"]["bias"]
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+    return cross_entropy(logits, y)
 
 
 def train(tx, pass_loss=False):
