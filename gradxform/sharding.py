@@ -4,8 +4,9 @@ JAX shards arrays itself (``jax.sharding``); gradxform only has to keep the
 optimizer state where it belongs. Eagerly, ``tx.init(params)`` already returns
 every per-parameter leaf with its parameter's sharding, and so does
 ``jax.jit(tx.init)`` on a mesh with explicit axes. On a mesh with automatic
-axes, ``jit`` decides output shardings itself and puts freshly created zeros on
-every device; `state_shardings` gives the ``out_shardings`` that prevent that,
+axes, ``jit`` places freshly created zeros itself: whole on every device inside
+``jax.set_mesh``, on one device outside it. `state_shardings` gives the
+``out_shardings`` that keep them sharded like the params,
 and, with ``zero_axis``, the shardings that spread the state over a
 data-parallel axis while the params stay replicated.
 """
