@@ -38,6 +38,10 @@ def _common_mesh(shardings: list) -> Any:
         devices = {next(iter(s.device_set)) for s in shardings}
         if len(devices) == 1:
             return devices.pop()
+        raise ValueError(
+            f"state_shardings: params live on {len(devices)} different devices "
+            f"({sorted(map(str, devices))}); put every leaf on one device or one mesh"
+        )
     if all(isinstance(s, NamedSharding) for s in shardings):
         meshes = {s.mesh for s in shardings}
         if len(meshes) == 1:

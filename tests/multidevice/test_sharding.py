@@ -250,6 +250,11 @@ def test_state_shardings_errors_name_the_problem():
     mixed = {"a": params["dense"]["kernel"], "b": jax.device_put(jnp.ones(8), NamedSharding(other, P()))}
     with pytest.raises(ValueError, match="2 different meshes"):
         gx.state_shardings(gx.adam(1e-3), mixed)
+    scattered = {"a": jax.device_put(jnp.ones(2), jax.devices()[0]), "b": jax.device_put(jnp.ones(2), jax.devices()[1])}
+    with pytest.raises(ValueError, match="2 different devices"):
+        gx.state_shardings(gx.adam(1e-3), scattered)
+    with pytest.raises(TypeError, match=r"NamedSharding on one mesh.*SingleDeviceSharding"):
+        gx.state_shardings(gx.adam(1e-3), {"a": scattered["a"], "b": params["dense"]["bias"]})
 
 
 def test_state_shardings_on_one_device_and_on_abstract_params():
