@@ -191,7 +191,9 @@ def to_config(tx: GradientTransformation) -> dict:
       True
     """
     if not isinstance(tx, GradientTransformation):
-        raise TypeError(f"to_config: expected a gradxform transformation, got {format_value(tx)}")
+        raise TypeError(
+            f"to_config: argument tx: expected a gradxform transformation, got {format_value(tx)}"
+        )
     return {"format": FORMAT, "version": VERSION, "transformation": _encode(tx, "")}
 
 
@@ -328,9 +330,11 @@ def from_config(config: dict) -> GradientTransformation:
       sgd(learning_rate=0.1, momentum=0.9, nesterov=False, accumulator_dtype=None)
     """
     if not isinstance(config, dict):
-        raise ValueError(f"from_config: expected a dict, got {config!r}")
+        raise ValueError(f"from_config: config: expected a dict, got {config!r}")
     if config.get("format") != FORMAT:
-        raise ValueError(f"from_config: format must be {FORMAT!r}, got {config.get('format')!r}")
+        raise ValueError(
+            f"from_config: config's format must be {FORMAT!r}, got {config.get('format')!r}"
+        )
     if type(config.get("version")) is not int or config["version"] != VERSION:
         raise ValueError(f"from_config: version must be {VERSION}, got {config.get('version')!r}")
     node = config.get("transformation")

@@ -46,6 +46,8 @@ def sgd(
       >>> import gradxform as gx
       >>> tx = gx.sgd(0.1, momentum=0.9)
     """
+    validation.boolean("sgd", "nesterov", nesterov)
+    validation.float_dtype("sgd", "accumulator_dtype", accumulator_dtype)
     if momentum is None:
         return chain(identity(), scale_by_learning_rate(learning_rate))
     validation.decay_rate("sgd", "momentum", momentum, allow_one=True)
@@ -114,6 +116,8 @@ def adam(
       >>> import gradxform as gx
       >>> tx = gx.adam(1e-3)
     """
+    validation.boolean("adam", "amsgrad", amsgrad)
+    validation.boolean("adam", "nesterov", nesterov)
     if amsgrad and nesterov:
         raise ValueError("adam: nesterov=True and amsgrad=True cannot be combined")
     if amsgrad:
@@ -199,6 +203,8 @@ def rmsprop(
       >>> import gradxform as gx
       >>> tx = gx.rmsprop(1e-3, momentum=0.9)
     """
+    validation.boolean("rmsprop", "centered", centered)
+    validation.boolean("rmsprop", "nesterov", nesterov)
     if momentum is not None:
         validation.decay_rate("rmsprop", "momentum", momentum, allow_one=True)
     scaling = scale_by_stddev if centered else scale_by_rms

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from gradxform.core import validation
 from gradxform.core.base import GradientTransformation
 
 
@@ -110,6 +111,8 @@ def state_shardings(
       >>> shardings = gx.state_shardings(tx, params)
       >>> state = jax.jit(tx.init, out_shardings=shardings)(params)
     """
+    validation.transformation("state_shardings", "tx", tx)
+    validation.string("state_shardings", "zero_axis", zero_axis, allow_none=True)
     leaves_with_paths = jax.tree_util.tree_leaves_with_path(params)
     shardings = [_leaf_sharding(path, leaf) for path, leaf in leaves_with_paths]
     shapes = jax.eval_shape(tx.init, params)

@@ -96,8 +96,11 @@ def run_updates(tx, params, grads_seq, *, jit: bool = True, **extra_args):
 
 
 def run_optax(optax_tx, params, grads_seq):
-    """The same loop for an optax transformation, under standard dtype promotion."""
-    with jax.numpy_dtype_promotion("standard"):
+    """The same loop for an optax transformation, under standard dtype promotion.
+
+    Without ``jax_debug_nans``: a NaN optax makes is a reference value, compared
+    with ours like any other."""
+    with jax.numpy_dtype_promotion("standard"), jax.debug_nans(False):
         return run_updates(optax_tx, params, grads_seq)
 
 

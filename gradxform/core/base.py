@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform.core import checks
+
 Array = jax.Array
 PyTree = Any
 Params = PyTree
@@ -151,6 +153,31 @@ def is_dtype_like(value: Any) -> bool:
     return False
 
 
+# Transformations that only pass gradients on (to members, to the selected
+# leaves) or leave them to a user function: gradient dtypes are checked where
+# arithmetic happens, so that integer leaves can be masked out or zeroed.
+_ROUTES_GRADIENTS = frozenset({
+    "chain", "named_chain", "masked", "partition", "partition_by_patterns", "freeze",
+    "set_to_zero", "identity", "inject_hyperparams", "stateless", "stateless_with_tree_map",
+})
+_CHECKS_OWN_STATE = frozenset({"chain", "named_chain"})
+
+
+def _checked_update(name: str, update: TransformUpdateFn) -> TransformUpdateFn:
+    check_state = name not in _CHECKS_OWN_STATE
+    check_dtypes = name not in _ROUTES_GRADIENTS
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if check_state:
+            checks.state_from_init(name, state)
+        if check_dtypes:
+            checks.gradient_dtypes(name, updates)
+        return update(updates, state, params, **extra_args)
+
+    update_fn.__wrapped__ = update
+    return update_fn
+
+
 def describe(
     tx: GradientTransformation,
     name: str,
@@ -158,8 +185,13 @@ def describe(
     children: tuple = (),
     constructor: Callable[..., GradientTransformation] | None = None,
 ) -> GradientTransformation:
-    """Returns ``tx`` carrying a description: its constructor's name and arguments."""
-    described = GradientTransformation(tx.init, tx.update)
+    """Returns ``tx`` carrying a description: its constructor's name and arguments.
+
+    Its ``update`` first checks what it receives (`checks`): the state, unless
+    the transformation checks its own (chains); the gradients' dtypes, unless it
+    only routes them to other transformations, which check for themselves.
+    """
+    described = GradientTransformation(tx.init, _checked_update(name, tx.update))
     described.constructor = constructor
     described.name = name
     described.hyperparams = MappingProxyType(dict(hyperparams))

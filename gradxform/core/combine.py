@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import jax
 
+from gradxform.core import checks
 from gradxform.core.base import GradientTransformation, public_constructor
 
 _UPDATE_POSITIONALS = 3  # updates, state, params
@@ -43,7 +44,9 @@ def _check_member_states(owner: str, state: Any, expected: int | list[str]) -> N
         valid = isinstance(state, dict) and sorted(state) == sorted(expected)
         wanted = f"a dict with one state per member, keyed {expected!r}"
     if not valid:
-        raise ValueError(f"{owner}: expected {wanted}, got {jax.tree.structure(state)}")
+        raise ValueError(
+            f"{owner}: expected {wanted}, got {jax.tree.structure(state)}. {checks.RESTORE_HINT}"
+        )
 
 
 @public_constructor
@@ -67,8 +70,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     for index, tx in enumerate(transforms):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
             raise TypeError(
-                f"chain: member {index} must be a transformation with init and update, "
-                f"got {tx!r}"
+                f"chain: member {index} of transforms must be a transformation with init and "
+                f"update, got {tx!r}"
             )
     filters = tuple(extra_args_filter(tx.update) for tx in transforms)
 
@@ -103,10 +106,19 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
       >>> sorted(tx.init({"w": 1.0}))
       ['clip', 'lr']
     """
+    for index, pair in enumerate(transforms):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise TypeError(
+                f"named_chain: transforms[{index}] must be a (str name, transformation) pair, "
+                f"got {pair!r}"
+            )
+        tx = pair[1]
+        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+            raise TypeError(
+                f"named_chain: transforms[{index}] must be a (name, transformation) pair with "
+                f"init and update, got {pair!r}"
+            )
     names = [name for name, _ in transforms]
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"named_chain: each name must be a str, got {name!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"named_chain: names must be unique, got {names!r}")
     inner = chain(*(tx for _, tx in transforms))

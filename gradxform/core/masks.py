@@ -20,6 +20,7 @@ import re
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gradxform.core import tree
@@ -105,6 +106,15 @@ def check_mask_argument(owner: str, name: str, mask: Any) -> None:
             f"{owner}: {name} mixes strings with other values; give a list of regex strings "
             f"or a pytree of bools, got {mask!r}"
         )
+    for leaf in leaves:
+        is_bool = isinstance(leaf, (bool, np.bool_)) or (
+            hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.bool_)
+        )
+        if not (is_bool or isinstance(leaf, jax.core.Tracer)):
+            raise TypeError(
+                f"{owner}: {name} must be a pytree of bools, a callable or regex patterns; "
+                f"it has the leaf {leaf!r}, got {mask!r}"
+            )
 
 
 def resolve_mask(owner: str, mask: Any, params: Any) -> Any:

@@ -62,12 +62,22 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def hyperparameter(value: Any, dtype: Any) -> Any:
+    """``value`` ready to meet arrays of ``dtype``: a Python number is returned as it
+    is (weakly typed, never rounded), an array (a value injected by
+    ``inject_hyperparams``, or traced) is cast to ``dtype``."""
+    if isinstance(value, (int, float)):
+        return value
+    return jnp.asarray(value).astype(dtype)
+
+
 def moment(decay: Any, previous: jax.Array, value: jax.Array) -> jax.Array:
     """The exponential moving average ``decay * previous + (1 - decay) * value``.
 
     Written as optax writes it, ``(1 - decay) * value + decay * previous``, so
     that float32 results agree bit for bit.
     """
+    decay = hyperparameter(decay, value.dtype)
     return (1 - decay) * value + decay * previous
 
 

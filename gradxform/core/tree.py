@@ -7,12 +7,14 @@ filtered a parameter out (Equinox's ``eqx.filter``). The helpers here keep such
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gradxform.core import numerics
+from gradxform.core import checks, numerics
 
 
 def _is_none(x: Any) -> bool:
@@ -68,11 +70,49 @@ def tree_squared_norm(tree: Any) -> jax.Array:
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
 
 
+def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    r"""The global L2 norm as a product ``scale * scaled_norm`` that never overflows needlessly.
+
+    Normally ``scale`` is 1 and ``scaled_norm`` is ``sqrt(sum |x|**2)``. When that
+    sum of squares, or the norm times ``headroom``, overflows although every
+    entry is finite, ``scale`` is the largest magnitude :math:`m` and
+    ``scaled_norm`` is :math:`\lVert T / m \rVert`, which lies in
+    :math:`[1, \sqrt{n}]`. Only that rare case pays for the second pass (a
+    ``lax.cond``). A NaN or infinite entry gives the plain, non-finite norm.
+    """
+    leaves = jax.tree.leaves(tree)
+    plain = jnp.sqrt(tree_squared_norm(tree))
+    one = jnp.ones([], plain.dtype)
+    if not leaves:
+        return one, plain
+
+    def rescaled():
+        largest = functools.reduce(
+            jnp.maximum, [jnp.max(jnp.abs(x), initial=0).astype(plain.dtype) for x in leaves]
+        )
+        finite = jnp.isfinite(largest)
+        divisor = jnp.where(finite, largest, one)
+
+        def scaled_squares(x):
+            x_c = numerics.upcast(x, plain.dtype)
+            return jnp.sum(numerics.abs_sq(x_c / divisor.astype(x_c.dtype)))
+
+        scaled_norm = jnp.sqrt(functools.reduce(jnp.add, map(scaled_squares, leaves)))
+        return divisor, jnp.where(finite, scaled_norm, plain)
+
+    overflowed = jnp.isposinf(plain * numerics.hyperparameter(headroom, plain.dtype))
+    return jax.lax.cond(overflowed, rescaled, lambda: (one, plain))
+
+
 def tree_global_norm(tree: Any) -> jax.Array:
     r"""The global L2 norm of a tree, accumulated in at least float32 (optax's ``tree.norm``).
 
     .. math::
         \lVert T \rVert = \sqrt{\textstyle\sum_i \sum_j |x_{ij}|^2}
+
+    Finite entries whose squares overflow still give their finite norm (computed
+    as :math:`m \lVert T / m \rVert` with :math:`m` the largest magnitude);
+    a NaN entry gives NaN, an infinite one inf.
 
     Args:
       tree: a pytree of arrays; ``None`` entries are skipped.
@@ -82,7 +122,8 @@ def tree_global_norm(tree: Any) -> jax.Array:
       >>> gx.tree_global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
       Array(5., dtype=float32)
     """
-    return jnp.sqrt(tree_squared_norm(tree))
+    scale, scaled_norm = tree_norm_parts(tree)
+    return scale * scaled_norm
 
 
 def tree_count_not_finite(tree: Any) -> jax.Array:
@@ -108,6 +149,9 @@ def structure_mismatch(owner: str, what: str, expected: Any, got: Any) -> ValueE
 def check_same_structure(owner: str, what: str, expected: Any, updates: Any) -> None:
     """Raises a `ValueError` naming ``owner`` unless ``updates`` is shaped like ``expected``.
 
+    The tree structures must be equal, and so must the shapes of corresponding
+    leaves (a gradient of the wrong shape would otherwise broadcast silently).
+
     Args:
       owner: the transformation doing the check, named in the error.
       what: what ``expected`` is ("state", "params"), named in the error.
@@ -118,6 +162,12 @@ def check_same_structure(owner: str, what: str, expected: Any, updates: Any) -> 
     # an array is a mismatch rather than a silent hole in the new state.
     if jax.tree.structure(expected) != jax.tree.structure(updates):
         raise structure_mismatch(owner, what, expected, updates)
+    for index, (leaf, reference) in enumerate(zip(jax.tree.leaves(updates), jax.tree.leaves(expected))):
+        if np.shape(leaf) != np.shape(reference):
+            raise ValueError(
+                f"{owner}: the update at {checks.leaf_path(updates, index)} has shape "
+                f"{np.shape(leaf)}, but the {what} leaf there has shape {np.shape(reference)}"
+            )
 
 
 def broadcast_prefix(owner: str, prefix: Any, tree: Any, what: str = "mask") -> Any:

@@ -9,6 +9,7 @@ inspected and are let through.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import Any
@@ -152,3 +153,59 @@ def tree_or_callable(owner: str, name: str, value: Any) -> None:
         return
     if not jax.tree.leaves(value):
         raise ValueError(f"{owner}: {name} must be a pytree of bools or a callable, got {value!r}")
+
+
+def optional_real(owner: str, name: str, value: Any) -> None:
+    """None, or a finite real number."""
+    if value is not None:
+        real_number(owner, name, value)
+
+
+def string(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
+    """A ``str`` (or None when ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, str):
+        wanted = "a str" + (" or None" if allow_none else "")
+        raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
+
+
+def float_array(owner: str, name: str, value: Any) -> None:
+    """A Python float or a real floating-point array (a loss); its values are not checked."""
+    if _is_tracer(value) or (isinstance(value, float)):
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{owner}: {name} must be a float or a floating-point array, got {value!r}")
+
+
+@contextlib.contextmanager
+def inside(name: str, value: Any):
+    """Re-raises a check's error on a part of ``value`` with ``name=value!r`` appended."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{error}; in {name}={value!r}") from None
+
+
+def _sequence(owner: str, name: str, value: Any, wanted: str) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{owner}: {name} must be a list of {wanted}, got {value!r}")
+
+
+def real_sequence(owner: str, name: str, value: Any, *, non_decreasing: bool = False) -> None:
+    """A list or tuple of finite real numbers, optionally non-decreasing."""
+    _sequence(owner, name, value, "real numbers")
+    with inside(name, value):
+        numbers_ = [real_number(owner, f"{name}[{i}]", item) for i, item in enumerate(value)]
+    known = [number for number in numbers_ if number is not None]
+    if non_decreasing and any(b < a for a, b in zip(known, known[1:])):
+        raise ValueError(f"{owner}: {name} must be in increasing order, got {value!r}")
+
+
+def int_sequence(owner: str, name: str, value: Any, *, minimum: int = 0) -> None:
+    """A list or tuple of ints >= ``minimum`` (step counts)."""
+    _sequence(owner, name, value, f"ints >= {minimum}")
+    with inside(name, value):
+        for index, item in enumerate(value):
+            positive_int(owner, f"{name}[{index}]", item, minimum=minimum)

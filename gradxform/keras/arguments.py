@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from gradxform.core import validation
+from gradxform.core import masks, validation
 
 DIFFERENCES = """
     Where Keras 3 silently accepts a value that cannot be meant, this raises a
@@ -130,26 +131,35 @@ def check_base_arguments(owner: str, base: KerasBase, kwargs: dict) -> None:
             f"global_clipnorm={base.global_clipnorm}",
         )
     gas = base.gradient_accumulation_steps
+    if gas is not None and not isinstance(gas, (int, np.integer)):  # bools: Keras's error below
+        validation.positive_int(owner, "gradient_accumulation_steps", gas, minimum=2)
     if gas is not None and gas != 0 and not _is_int_at_least(gas, 2):
         raise keras_error(
             owner,
             "`gradient_accumulation_steps` must be an integer >= 2. "
-            f"Received: gradient_accumulation_steps={gas}",
+            f"Received: gradient_accumulation_steps={gas!r}",
         )
+    if gas:
+        validation.positive_int(owner, "gradient_accumulation_steps", gas, minimum=2)
     ema_momentum = validation.real_number(owner, "ema_momentum", base.ema_momentum)
     if ema_momentum is not None and not 0 <= ema_momentum <= 1:
         raise keras_error(
             owner,
             "`ema_momentum` must be in the range [0, 1]. "
-            f"Received: ema_momentum={base.ema_momentum}",
+            f"Received: ema_momentum={base.ema_momentum!r}",
         )
     frequency = base.ema_overwrite_frequency
+    if frequency is not None and not isinstance(frequency, numbers.Real):  # 2.0: Keras's error
+        validation.positive_int(owner, "ema_overwrite_frequency", frequency, allow_none=True)
     if frequency is not None and not _is_int_at_least(frequency, 1):
         raise keras_error(
             owner,
             "`ema_overwrite_frequency` must be an integer >= 1 or None. "
-            f"Received: ema_overwrite_frequency={frequency}",
+            f"Received: ema_overwrite_frequency={frequency!r}",
         )
+    validation.positive_int(owner, "ema_overwrite_frequency", frequency, allow_none=True)
+    validation.boolean(owner, "use_ema", base.use_ema)
+    masks.compile_patterns(owner, "exclude_from_weight_decay", base.exclude_from_weight_decay)
     _check_learning_rate(owner, base.learning_rate)
     if base.weight_decay is not None:
         validation.non_negative(owner, "weight_decay", base.weight_decay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradxform.core import validation
 from gradxform.core.base import GradientTransformation
 from gradxform.keras.arguments import BASE_DEFAULTS, keras_error
 from gradxform.transforms.loss_scaling import dynamic_loss_scale
@@ -65,15 +66,19 @@ def loss_scale_optimizer(
     # As Keras: the base optimizer arguments are accepted at their defaults (old
     # configs carry them) and refused otherwise.
     for argument, default in BASE_DEFAULTS.items():
-        if argument in kwargs and kwargs.pop(argument) != default:
+        value = kwargs.pop(argument, default)
+        if value is not default and value != default:
             raise keras_error(
                 owner,
                 f"LossScaleOptimizer does not support `{argument}`. "
-                f"Instead, set `{argument}` on the `inner_optimizer`.",
+                f"Instead, set `{argument}` on the `inner_optimizer`. (got {argument}={value!r})",
             )
     if kwargs:
         names = "`, `".join(kwargs)
-        raise keras_error(owner, f"LossScaleOptimizer does not support arguments: `{names}`.")
+        raise keras_error(
+            owner, f"LossScaleOptimizer does not support arguments: `{names}`. (got {kwargs!r})"
+        )
+    validation.string(owner, "name", name, allow_none=True)
     if _uses(inner, "static_loss_scale"):
         raise keras_error(
             owner,

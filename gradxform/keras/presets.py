@@ -105,6 +105,7 @@ def adagrad(
         exclude_from_weight_decay,
     )
     check_base_arguments(owner, base, kwargs)
+    validation.string(owner, "name", name, allow_none=True)
     validation.positive(owner, "epsilon", epsilon)
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     scaling = scale_by_adagrad(initial_accumulator_value=initial_accumulator_value, eps=epsilon)
@@ -162,6 +163,7 @@ def adam(
         exclude_from_weight_decay,
     )
     check_base_arguments(owner, base, kwargs)
+    validation.string(owner, "name", name, allow_none=True)
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "beta_1", beta_1)
     validation.decay_rate(owner, "beta_2", beta_2)

@@ -37,16 +37,26 @@ class JoinSchedules(ScheduleObject):
     public_name = "join_schedules"
 
     def __post_init__(self):
+        owner = self.public_name
+        if not isinstance(self.schedules, (list, tuple)):
+            raise TypeError(
+                f"{owner}: schedules must be a list of schedules, got {self.schedules!r}"
+            )
+        validation.int_sequence(owner, "boundaries", self.boundaries)
         object.__setattr__(self, "schedules", tuple(self.schedules))
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
         if len(self.boundaries) != len(self.schedules) - 1:
             raise ValueError(
                 f"join_schedules: boundaries must have one entry fewer than schedules, got "
-                f"{len(self.boundaries)} boundaries for {len(self.schedules)} schedules"
+                f"{len(self.boundaries)} boundaries for {len(self.schedules)} schedules: "
+                f"schedules={list(self.schedules)!r}, boundaries={list(self.boundaries)!r}"
             )
         for schedule in self.schedules:
             if not callable(schedule):
-                raise TypeError(f"join_schedules: schedules must be callable, got {schedule!r}")
+                raise TypeError(
+                    f"join_schedules: schedules must be callable, got {schedule!r} in "
+                    f"schedules={list(self.schedules)!r}"
+                )
 
     def __call__(self, step):
         step = jnp.asarray(step)
@@ -92,6 +102,8 @@ class WarmupCosineDecaySchedule(ScheduleObject):
 
     def __post_init__(self):
         owner = self.public_name
+        for name in ("init_value", "peak_value", "end_value", "exponent"):
+            validation.real_number(owner, name, getattr(self, name))
         validation.positive_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
         validation.positive_int(owner, "decay_steps", self.decay_steps)
         if self.decay_steps <= self.warmup_steps:
@@ -142,11 +154,17 @@ class SgdrSchedule(ScheduleObject):
     public_name = "sgdr_schedule"
 
     def __post_init__(self):
+        given = self.cosine_kwargs
+        if not isinstance(given, (list, tuple)) or not all(isinstance(k, dict) for k in given):
+            raise TypeError(f"sgdr_schedule: cosine_kwargs must be a list of dicts, got {given!r}")
         object.__setattr__(self, "cosine_kwargs", tuple(dict(k) for k in self.cosine_kwargs))
         if not self.cosine_kwargs:
-            raise ValueError("sgdr_schedule: cosine_kwargs must hold at least one cycle, got ()")
-        for kwargs in self.cosine_kwargs:
-            WarmupCosineDecaySchedule(**kwargs)  # validates each cycle
+            raise ValueError(
+                f"sgdr_schedule: cosine_kwargs must hold at least one cycle, got {given!r}"
+            )
+        with validation.inside("cosine_kwargs", given):
+            for kwargs in self.cosine_kwargs:
+                WarmupCosineDecaySchedule(**kwargs)  # validates each cycle
 
     def __hash__(self):
         return hash(tuple(tuple(sorted(k.items())) for k in self.cosine_kwargs))
@@ -188,6 +206,16 @@ def _check_onecycle(owner: str, transition_steps: Any, peak_value: Any) -> None:
     validation.real_number(owner, "peak_value", peak_value)
 
 
+def _check_onecycle_shape(schedule: Any) -> None:
+    """The fractions of ``transition_steps`` in [0, 1] and the divisors > 0."""
+    owner = schedule.public_name
+    for name in ("pct_start", "pct_final"):
+        if hasattr(schedule, name):
+            validation.decay_rate(owner, name, getattr(schedule, name), allow_one=True)
+    validation.positive(owner, "div_factor", schedule.div_factor)
+    validation.positive(owner, "final_div_factor", schedule.final_div_factor)
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class LinearOnecycleSchedule(ScheduleObject):
     r"""The linear one-cycle policy (optax's ``linear_onecycle_schedule``; Smith, 2018).
@@ -220,6 +248,7 @@ class LinearOnecycleSchedule(ScheduleObject):
 
     def __post_init__(self):
         _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+        _check_onecycle_shape(self)
 
     def __call__(self, count):
         steps = self.transition_steps
@@ -265,6 +294,7 @@ class CosineOnecycleSchedule(ScheduleObject):
 
     def __post_init__(self):
         _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+        _check_onecycle_shape(self)
 
     def __call__(self, count):
         steps = self.transition_steps

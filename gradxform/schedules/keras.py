@@ -25,6 +25,16 @@ def _check_decay_steps(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
 
 
+def _check_fields(schedule: Any, real=(), non_negative=(), positive=(), boolean=()) -> None:
+    """Checks the named fields of a Keras schedule, and its ``name``."""
+    owner = type(schedule).__name__
+    for names, check in ((real, validation.real_number), (non_negative, validation.non_negative),
+                         (positive, validation.positive), (boolean, validation.boolean)):
+        for name in names:
+            check(owner, name, getattr(schedule, name))
+    validation.string(owner, "name", schedule.name, allow_none=True)
+
+
 def _progress(step: Any, decay_steps: Any, staircase: bool):
     """``step / decay_steps`` in float32, floored when ``staircase``."""
     p = jnp.asarray(step).astype(_F32) / jnp.asarray(decay_steps, _F32)
@@ -51,6 +61,8 @@ class _StepDecay(_KerasSchedule):
 
     def __post_init__(self):
         _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+        _check_fields(self, real=["initial_learning_rate"], non_negative=["decay_rate"],
+                      boolean=["staircase"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +117,10 @@ class PiecewiseConstantDecay(_KerasSchedule):
     name: str = "PiecewiseConstant"
 
     def __post_init__(self):
+        owner = type(self).__name__
+        validation.real_sequence(owner, "boundaries", self.boundaries, non_decreasing=True)
+        validation.real_sequence(owner, "values", self.values)
+        _check_fields(self)
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
         object.__setattr__(self, "values", tuple(self.values))
         if len(self.boundaries) != len(self.values) - 1:
@@ -167,6 +183,8 @@ class PolynomialDecay(_KerasSchedule):
 
     def __post_init__(self):
         _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+        _check_fields(self, real=["initial_learning_rate", "end_learning_rate", "power"],
+                      boolean=["cycle"])
 
     def __call__(self, step):
         initial = jnp.asarray(self.initial_learning_rate, _F32)
@@ -250,6 +268,9 @@ class CosineDecay(_KerasSchedule):
 
     def __post_init__(self):
         _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+        _check_fields(self, real=["initial_learning_rate", "alpha"],
+                      non_negative=["warmup_steps"])
+        validation.optional_real(type(self).__name__, "warmup_target", self.warmup_target)
 
     def _decay(self, step, decay_steps, decay_from):
         completed = step / decay_steps
@@ -305,6 +326,8 @@ class CosineDecayRestarts(_KerasSchedule):
 
     def __post_init__(self):
         _check_decay_steps(type(self).__name__, "first_decay_steps", self.first_decay_steps)
+        _check_fields(self, real=["initial_learning_rate", "alpha"], non_negative=["m_mul"],
+                      positive=["t_mul"])
 
     def __call__(self, step):
         initial = jnp.asarray(self.initial_learning_rate, _F32)
@@ -315,10 +338,12 @@ class CosineDecayRestarts(_KerasSchedule):
 
         i_linear = jnp.floor(completed)
         fraction_linear = completed - i_linear
-        i_geometric = jnp.floor(jnp.log(1.0 - completed * (1.0 - t_mul)) / jnp.log(t_mul))
-        sum_r = (1.0 - jnp.power(t_mul, i_geometric)) / (1.0 - t_mul)
-        fraction_geometric = (completed - sum_r) / jnp.power(t_mul, i_geometric)
         linear = t_mul == 1.0
+        # The geometric branch is discarded when t_mul is 1; a stand-in keeps it free of 0/0.
+        t_geo = jnp.where(linear, jnp.asarray(2.0, _F32), t_mul)
+        i_geometric = jnp.floor(jnp.log(1.0 - completed * (1.0 - t_geo)) / jnp.log(t_geo))
+        sum_r = (1.0 - jnp.power(t_geo, i_geometric)) / (1.0 - t_geo)
+        fraction_geometric = (completed - sum_r) / jnp.power(t_geo, i_geometric)
         i_restart = jnp.where(linear, i_linear, i_geometric)
         fraction = jnp.where(linear, fraction_linear, fraction_geometric)
 

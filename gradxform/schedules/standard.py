@@ -77,6 +77,8 @@ class PolynomialSchedule(ScheduleObject):
     public_name = "polynomial_schedule"
 
     def __post_init__(self):
+        for name in ("init_value", "end_value", "power"):
+            validation.real_number(self.public_name, name, getattr(self, name))
         _check_steps(self.public_name, "transition_steps", self.transition_steps)
         _check_steps(self.public_name, "transition_begin", self.transition_begin, allow_zero=True)
 
@@ -157,6 +159,9 @@ class ExponentialDecaySchedule(ScheduleObject):
         _check_steps(self.public_name, "transition_steps", self.transition_steps)
         _check_steps(self.public_name, "transition_begin", self.transition_begin, allow_zero=True)
         validation.positive(self.public_name, "decay_rate", self.decay_rate)
+        validation.real_number(self.public_name, "init_value", self.init_value)
+        validation.optional_real(self.public_name, "end_value", self.end_value)
+        validation.boolean(self.public_name, "staircase", self.staircase)
 
     def __call__(self, count):
         decreased = jnp.asarray(count) - self.transition_begin
@@ -200,6 +205,8 @@ class CosineDecaySchedule(ScheduleObject):
 
     def __post_init__(self):
         _check_steps(self.public_name, "decay_steps", self.decay_steps)
+        for name in ("init_value", "alpha", "exponent"):
+            validation.real_number(self.public_name, name, getattr(self, name))
 
     def __call__(self, count):
         count = jnp.minimum(as_float_count(count), float(self.decay_steps))
@@ -230,8 +237,15 @@ class PiecewiseConstantSchedule(ScheduleObject):
     public_name = "piecewise_constant_schedule"
 
     def __post_init__(self):
-        for boundary, scale in (self.boundaries_and_scales or {}).items():
-            validation.non_negative(self.public_name, f"the scale at boundary {boundary}", scale)
+        owner, given = self.public_name, self.boundaries_and_scales
+        validation.real_number(owner, "init_value", self.init_value)
+        if given is not None and not isinstance(given, dict):
+            raise TypeError(f"{owner}: boundaries_and_scales must be a dict {{step: scale}} or "
+                            f"None, got {given!r}")
+        with validation.inside("boundaries_and_scales", given):
+            for boundary, scale in (given or {}).items():
+                validation.positive_int(owner, "a boundary", boundary, minimum=0)
+                validation.non_negative(owner, f"the scale at boundary {boundary}", scale)
 
     def __hash__(self):
         return hash((self.init_value, tuple(sorted((self.boundaries_and_scales or {}).items()))))
@@ -272,6 +286,8 @@ class WarmupConstantSchedule(LinearSchedule):
     public_name = "warmup_constant_schedule"
 
     def __post_init__(self):
+        _check_steps(self.public_name, "warmup_steps", self.warmup_steps)
+        validation.real_number(self.public_name, "peak_value", self.peak_value)
         object.__setattr__(self, "end_value", self.peak_value)
         object.__setattr__(self, "transition_steps", self.warmup_steps)
         super().__post_init__()

@@ -164,6 +164,7 @@ def skip_large_updates(
       >>> skip = functools.partial(gx.skip_large_updates, max_squared_norm=100.0)
       >>> tx = gx.multi_steps(gx.sgd(0.1), 4, should_skip_update_fn=skip)
     """
+    validation.positive("skip_large_updates", "max_squared_norm", max_squared_norm)
     del gradient_step, params
     norm_squared = tree.tree_squared_norm(updates)
     should_skip = jnp.logical_not(norm_squared < max_squared_norm)

@@ -218,7 +218,9 @@ def scale_by_stddev(
                 correction = numerics.bias_correction(decay, count)
                 mu_hat = mu_new / correction.astype(dtype)
                 nu_hat = nu_new / correction.astype(real)
-            variance = nu_hat - numerics.abs_sq(mu_hat)
+            # Never negative in exact arithmetic (Cauchy-Schwarz on the averages); rounding
+            # can make it -1 ulp, whose square root would be NaN.
+            variance = jnp.maximum(nu_hat - numerics.abs_sq(mu_hat), 0)
             scaling = _inverse_root(variance, eps, eps_in_sqrt).astype(dtype)
             return (
                 numerics.store(scaling * g_c, g.dtype),

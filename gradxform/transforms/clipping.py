@@ -16,7 +16,9 @@ def clip(max_delta: float) -> GradientTransformation:
     .. math::
         u = \min(\max(g, -\delta), \delta)
 
-    Same as ``optax.clip`` and Keras's ``clipvalue``.
+    Same as ``optax.clip`` and Keras's ``clipvalue``. Complex numbers have no
+    order, so a complex element is clipped in modulus, keeping its phase:
+    :math:`u = g\, \delta / \max(|g|, \delta)` (optax raises for them).
 
     Args:
       max_delta: :math:`\delta > 0`.
@@ -29,9 +31,15 @@ def clip(max_delta: float) -> GradientTransformation:
     """
     validation.positive("clip", "max_delta", max_delta)
 
+    def leaf(g):
+        bound = numerics.hyperparameter(max_delta, g.real.dtype)
+        if not jnp.iscomplexobj(g):
+            return jnp.clip(g, -bound, bound)
+        return g * (bound / jnp.maximum(jnp.abs(g), bound)).astype(g.dtype)
+
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return tree.tree_map_skip_none(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
+        return tree.tree_map_skip_none(leaf, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 
@@ -45,7 +53,12 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     for every leaf :math:`g_i`, with the norm over the whole tensor. This is
     Keras's ``clip_by_norm`` formula, operation for operation: a zero gradient
-    stays zero, and a non-finite leaf affects only itself.
+    stays zero, and a non-finite leaf affects only itself (its infinite entries
+    become NaN, its finite ones 0; a NaN makes the whole leaf NaN). Where
+    Keras's formula overflows for finite gradients (:math:`\lVert g_i \rVert^2`
+    or :math:`g_i c` beyond the dtype's range) and returns 0 or NaN, the leaf is
+    computed as :math:`(g_i/m)\,c / \max(\lVert g_i/m \rVert, c/m)`, with
+    :math:`m` its largest magnitude, and clipped correctly.
 
     Args:
       max_norm: :math:`c > 0`.
@@ -58,10 +71,12 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     def leaf(g):
         g_c = numerics.upcast(g)
-        squared = jnp.sum(numerics.abs_sq(g_c))
-        norm = jnp.where(squared > 0, jnp.sqrt(jnp.where(squared > 0, squared, 1)), squared)
-        clipped = (g_c * max_norm) / jnp.maximum(norm, max_norm).astype(g_c.dtype)
-        return clipped.astype(g.dtype)
+        # ||g|| = scale * scaled_norm, scale = 1 unless the squares or ||g|| * c overflow.
+        scale, scaled_norm = tree.tree_norm_parts(g_c, headroom=max_norm)
+        bound = numerics.hyperparameter(max_norm, scale.dtype)
+        denominator = jnp.maximum(scaled_norm, bound / scale).astype(g_c.dtype)
+        numerator = (g_c / scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
+        return (numerator / denominator).astype(g.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -79,9 +94,14 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         u_i = \begin{cases} g_i & n < c \\ (g_i / n)\, c & \text{otherwise} \end{cases}
 
     Same formula as ``optax.clip_by_global_norm``; the norm is accumulated in at
-    least float32. If :math:`n` is infinite, finite entries become 0 and
-    infinite ones NaN; if it is NaN, every entry becomes NaN (guard with
-    ``apply_if_finite`` when gradients may overflow). Pascanu et al., 2013.
+    least float32. Non-finite gradients give visibly non-finite updates, as in
+    optax: with an infinite entry :math:`n = \infty`, finite entries become 0 and
+    infinite ones NaN; with a NaN entry every entry becomes NaN. Guard with
+    ``apply_if_finite`` or dynamic loss scaling to skip such steps. Finite
+    gradients whose squares overflow (:math:`n^2` beyond float32's range,
+    where optax returns zeros) are clipped correctly: the norm is then
+    computed as :math:`m \lVert g/m \rVert` with :math:`m` the largest
+    magnitude, a second pass paid only in that case. Pascanu et al., 2013.
 
     Args:
       max_norm: :math:`c > 0`.
@@ -94,12 +114,19 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        norm = tree.tree_global_norm(updates)
-        keep = norm < max_norm
+        # norm = scale * scaled_norm; scale = 1 unless finite updates' squares overflow.
+        scale, scaled_norm = tree.tree_norm_parts(updates)
+        keep = scale * scaled_norm < numerics.hyperparameter(max_norm, scale.dtype)
+
+        # Kept updates never divide: no 0/0 to trip jax_debug_nans on zero gradients.
+        divisor = jnp.where(keep, jnp.ones_like(scaled_norm), scaled_norm)
 
         def leaf(g):
-            g_c = numerics.upcast(g, norm.dtype)
-            clipped = (g_c / norm.astype(g_c.dtype)) * max_norm
+            g_c = numerics.upcast(g, scaled_norm.dtype)
+            dtype = g_c.dtype
+            clipped = ((g_c / scale.astype(dtype)) / divisor.astype(dtype)) * (
+                numerics.hyperparameter(max_norm, dtype)
+            )
             return jax.lax.select(keep, g, clipped.astype(g.dtype))
 
         return tree.tree_map_skip_none(leaf, updates), state

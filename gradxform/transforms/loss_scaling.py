@@ -200,6 +200,7 @@ def scale_loss(loss: jax.Array, opt_state: Any) -> jax.Array:
       >>> gx.scale_loss(jnp.float32(0.25), tx.init({"w": jnp.zeros(2)}))
       Array(1., dtype=float32)
     """
+    validation.float_array("scale_loss", "loss", loss)
     loss = jnp.asarray(loss)
     scale = current_loss_scale(opt_state)
     dtype = numerics.compute_dtype(loss.dtype)

@@ -48,8 +48,9 @@ def trace(
 
     def leaf(g, t):
         g_c = numerics.upcast(g, t.dtype)
-        t_new = g_c + decay * t.astype(g_c.dtype)
-        update = g_c + decay * t_new if nesterov else t_new
+        factor = numerics.hyperparameter(decay, g_c.dtype)
+        t_new = g_c + factor * t.astype(g_c.dtype)
+        update = g_c + factor * t_new if nesterov else t_new
         return numerics.store(update, g.dtype), numerics.store(t_new, t.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):

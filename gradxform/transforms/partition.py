@@ -60,8 +60,9 @@ def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> 
     if not isinstance(transforms, Mapping) or not transforms:
         raise TypeError(f"{owner}: transforms must be a non-empty mapping label -> transformation, "
                         f"got {transforms!r}")
-    for label, tx in transforms.items():
-        validation.transformation(owner, f"transforms[{label!r}]", tx)
+    with validation.inside("transforms", transforms):
+        for label, tx in transforms.items():
+            validation.transformation(owner, f"transforms[{label!r}]", tx)
     if labels is None or (not callable(labels) and not jax.tree.leaves(labels)):
         raise ValueError(f"{owner}: labels must be a pytree of labels or a callable, got {labels!r}")
 
@@ -115,11 +116,14 @@ def partition_by_patterns(
     if not isinstance(rules, (list, tuple)):
         raise TypeError(f"{owner}: rules must be a list of (pattern, transformation), got {rules!r}")
     regexes = []
-    for index, rule in enumerate(rules):
-        if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)):
-            raise TypeError(f"{owner}: rules[{index}] must be a (pattern, transformation) pair, "
-                            f"got {rule!r}")
-        regexes.append(masks.compile_patterns(owner, f"rules[{index}]", rule[0]))
+    with validation.inside("rules", rules):
+        for index, rule in enumerate(rules):
+            if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)):
+                raise TypeError(f"{owner}: rules[{index}] must be a (pattern, transformation) "
+                                f"pair, got {rule!r}")
+            regexes.append(masks.compile_patterns(owner, f"rules[{index}]", rule[0]))
+            validation.transformation(owner, f"rules[{index}][1]", rule[1])
+    validation.transformation(owner, "default", default)
     transforms = {f"rule{index}": tx for index, (_, tx) in enumerate(rules)}
     transforms["default"] = default
 

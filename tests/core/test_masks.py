@@ -198,6 +198,7 @@ def test_exclusion_beats_selection_and_keeps_traced_bools():
 _special = st.sampled_from([0.0, 1.5, -2.0, np.nan, np.inf, -np.inf, 1e30])
 
 
+@pytest.mark.allows_nan
 @settings(max_examples=25, deadline=None, database=None, derandomize=True)
 @given(values=st.lists(st.lists(_special, max_size=6), max_size=4),
        dtype=st.sampled_from([np.float32, np.float16, jnp.bfloat16]))
@@ -213,6 +214,7 @@ def test_count_not_finite_matches_numpy(values, dtype):
     assert bool(tree.tree_all_finite(tree_)) == (expected == 0)
 
 
+@pytest.mark.allows_nan
 def test_count_not_finite_empty_trees_and_jit():
     for empty in ({}, [], None, {"a": None}, {"z": jnp.zeros((0, 3))}):
         assert int(tree.tree_count_not_finite(empty)) == 0
@@ -290,6 +292,7 @@ def test_hold_updates_are_negative_zero_of_each_dtype():
         assert np.all(np.signbit(np.asarray(leaf, np.float32))) and not np.any(np.asarray(leaf, np.float32))
 
 
+@pytest.mark.allows_nan
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=lambda d: d.__name__)
 def test_held_updates_keep_params_bitwise_including_negative_zero(dtype):
     params = random_params(3, dtype)

@@ -18,6 +18,9 @@ import pytest
 
 import gradxform as gx
 from tests.keras.harness import (
+
+# Non-finite gradients are what this module feeds on purpose.
+pytestmark = pytest.mark.allows_nan
     SCHEDULES,
     STEPS,
     ScheduleSpec,

@@ -1,0 +1,61 @@
+"""Checks on what ``update`` receives, each naming the transformation.
+
+They run when ``update`` is traced (under ``jit``, once per compilation) and
+look only at tree structure, shapes and dtypes, never at values:
+
+* gradients are floating-point or complex: an integer or bool gradient raises
+  `TypeError` (it would otherwise be truncated, or fail deep inside);
+* the state is the NamedTuple ``init`` returned: a state restored from a
+  checkpoint without a target arrives as plain dicts and lists, and raises a
+  `TypeError` saying how to restore it, instead of an ``AttributeError``.
+
+Tree structures and shapes are compared against the state or the params by
+``tree.check_same_structure``, where the transformation knows what to compare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESTORE_HINT = (
+    "A checkpoint restored without a target comes back as plain dicts and lists; restore it "
+    "with the target jax.eval_shape(tx.init, params) to get the state's types back."
+)
+
+
+def leaf_path(tree: Any, index: int) -> str:
+    """The key path of ``tree``'s leaf number ``index``, as ``['dense']['kernel']``."""
+    path = jax.tree_util.tree_flatten_with_path(tree)[0][index][0]
+    return "".join(str(key) for key in path) or "<root>"
+
+
+def _dtype(leaf: Any) -> np.dtype:
+    return np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf))
+
+
+def _is_inexact(leaf: Any) -> bool:
+    return jnp.issubdtype(_dtype(leaf), jnp.inexact)
+
+
+def gradient_dtypes(owner: str, updates: Any) -> None:
+    """Raises a `TypeError` naming ``owner`` and the leaf unless every leaf is inexact."""
+    for index, leaf in enumerate(jax.tree.leaves(updates)):
+        if not _is_inexact(leaf):
+            raise TypeError(
+                f"{owner}: gradients must be floating-point or complex, got {_dtype(leaf).name} "
+                f"at {leaf_path(updates, index)}. Leave integer leaves out with masked, partition or "
+                "set_to_zero, or pass None for them."
+            )
+
+
+def state_from_init(owner: str, state: Any) -> None:
+    """Raises a `TypeError` naming ``owner`` unless ``state`` is a tuple, as ``init`` makes it."""
+    if not isinstance(state, tuple):
+        raise TypeError(
+            f"{owner}: the state must be what init returned (a NamedTuple or tuple), got a "
+            f"{type(state).__name__}: {jax.tree.structure(state)}. {RESTORE_HINT}"
+        )

@@ -1,0 +1,340 @@
+"""Table data for ``tests/test_errors.py``: hostile values for every public argument.
+
+`SPECS` maps each public function (by its public name) to valid keyword
+arguments (``base``) and, per argument, a battery of ``(bad value, exception)``
+pairs. `CASES` expands it into one `Case` per (function, argument, value).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+import gradxform as gx
+from gradxform import schedules as S
+
+NAN = float("nan")
+INF = float("inf")
+ARRAY2 = jnp.ones(2)
+SGD = gx.sgd(0.1)
+CONST = S.constant_schedule(0.1)
+CYCLE = dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10)
+
+
+class Case(NamedTuple):
+    owner: str  # the public name: "adam", "keras.adam", "schedules.linear_schedule"
+    ctor: Callable
+    argument: str  # the parameter under test (as in the signature)
+    value: Any
+    exc: type
+    kwargs: dict  # the call's keyword arguments (valid ones plus the bad value)
+    args: tuple = ()  # positional arguments, for ``*transforms``
+    shown: str | None = None  # what the message must show; default repr(value)
+
+
+# --- batteries of (value, exception) ------------------------------------------------
+
+WRONG_TYPE = [("0.1", TypeError), (True, TypeError), ([0.1], TypeError),
+              (ARRAY2, TypeError), (0.5 + 0.1j, TypeError)]
+NONFINITE = [(NAN, ValueError), (INF, ValueError), (-INF, ValueError)]
+NEGATIVE = [(-1e-3, ValueError), (-1.0, ValueError)]
+
+
+def _none(optional: bool) -> list:
+    return [] if optional else [(None, TypeError)]
+
+
+def real(optional=False):
+    return WRONG_TYPE + NONFINITE + _none(optional)
+
+
+def non_negative(optional=False):
+    return real(optional) + NEGATIVE
+
+
+def positive(optional=False):
+    return non_negative(optional) + [(0.0, ValueError)]
+
+
+def rate(optional=False, *, allow_one=False):
+    """A decay or momentum: [0, 1), or [0, 1] when ``allow_one``."""
+    above = [(1.01, ValueError), (1.5, ValueError)] + ([] if allow_one else [(1.0, ValueError)])
+    return real(optional) + [(-0.1, ValueError)] + above
+
+
+def count(minimum=1, optional=False):
+    """An int step count in [minimum, 2**31 - 1]."""
+    low = sorted({minimum - 1, -1})
+    return ([(v, ValueError) for v in low] + [(2**31, ValueError)]
+            + [(v, TypeError) for v in (2.5, float(minimum + 1), True, "2")] + _none(optional))
+
+
+BOOL = [(1, TypeError), (0, TypeError), (1.0, TypeError), ("yes", TypeError), (None, TypeError)]
+DTYPE = [("not_a_dtype", TypeError), (3.5, TypeError), ("int32", ValueError),
+         (jnp.int8, ValueError), (np.dtype("bool"), ValueError)]
+CALLABLE = [(3, TypeError), ("f", TypeError), (0.1, TypeError)]
+TX = [(3, TypeError), ("adam", TypeError), (None, TypeError), (gx.adam, TypeError),
+      ({"init": 1}, TypeError)]
+PATTERNS = [("(", ValueError), ("bias[", ValueError), (3, TypeError), (b"bias", TypeError),
+            (["bias", 3], TypeError)]
+MASK = [("bias(", ValueError), ({}, ValueError), (["bias", 3], TypeError), (3, TypeError),
+        ({"w": 0.5}, TypeError)]
+NAME = [(3, TypeError), (b"adam", TypeError), (["adam"], TypeError)]
+LEARNING_RATE = non_negative(optional=True)  # None: no learning-rate scaling
+WEIGHT_DECAY = non_negative()
+KERAS_LR = non_negative() + [((lambda: 0.1), TypeError)]
+KERAS_GAS = [(1, ValueError), (-2, ValueError), (True, ValueError), (2**31, ValueError),
+             (2.5, TypeError), (2.0, TypeError), ("2", TypeError)]
+KERAS_EMA_FREQUENCY = [(0, ValueError), (-1, ValueError), (True, ValueError), (2.0, ValueError),
+                       (2**31, ValueError), ("2", TypeError), (ARRAY2, TypeError)]
+
+
+def _keras_base(**own):
+    """The arguments every Keras preset takes."""
+    return dict(
+        own, weight_decay=non_negative(True), clipnorm=positive(True), clipvalue=positive(True),
+        global_clipnorm=positive(True), use_ema=BOOL, ema_momentum=rate(allow_one=True),
+        ema_overwrite_frequency=KERAS_EMA_FREQUENCY, loss_scale_factor=positive(True),
+        gradient_accumulation_steps=KERAS_GAS, exclude_from_weight_decay=PATTERNS, name=NAME,
+        kwargs=[({"decay": 0.1}, ValueError), ({"foo": 1}, ValueError), ({"lr": 0.1}, ValueError)],
+    )
+
+
+def _keras_schedule(**own):
+    return dict(initial_learning_rate=real(), name=NAME, **own)
+
+
+# --- the specs: public name -> (constructor, valid kwargs, {argument: battery}) ----------
+
+_ADAM = dict(b1=rate(), b2=rate(), eps=non_negative(), eps_root=non_negative(), mu_dtype=DTYPE)
+_RMS = dict(decay=rate(allow_one=True), eps=non_negative(), initial_scale=non_negative(),
+            eps_in_sqrt=BOOL, bias_correction=BOOL)
+_ONECYCLE = dict(transition_steps=count(), peak_value=real(), pct_start=rate(allow_one=True),
+                 div_factor=positive(), final_div_factor=positive())
+_PIECEWISE_BAD = [
+    (3, TypeError), ([(10, 0.5)], TypeError), ({10: -0.5}, ValueError), ({10: "x"}, TypeError),
+    ({10: NAN}, ValueError), ({-1: 0.5}, ValueError), ({2.5: 0.5}, TypeError),
+]
+
+SPECS = {
+    "accumulate_gradients": (gx.accumulate_gradients, dict(inner=SGD, every_k=2),
+                             dict(inner=TX, every_k=count(), accumulator_dtype=DTYPE)),
+    "adagrad": (gx.adagrad, dict(learning_rate=0.1),
+                dict(learning_rate=LEARNING_RATE, initial_accumulator_value=non_negative(),
+                     eps=non_negative())),
+    "adam": (gx.adam, dict(learning_rate=0.1),
+             dict(learning_rate=LEARNING_RATE, nesterov=BOOL, amsgrad=BOOL, **_ADAM)),
+    "adamw": (gx.adamw, dict(learning_rate=0.1),
+              dict(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, mask=MASK,
+                   nesterov=BOOL, **_ADAM)),
+    "add_decayed_weights": (gx.add_decayed_weights, {},
+                            dict(weight_decay=WEIGHT_DECAY, mask=MASK, exclude=PATTERNS)),
+    "apply_if_finite": (gx.apply_if_finite, dict(inner=SGD, max_consecutive_errors=3),
+                        dict(inner=TX, max_consecutive_errors=count(0))),
+    "chain": (gx.chain, {}, dict(transforms=TX)),
+    "clip": (gx.clip, {}, dict(max_delta=positive())),
+    "clip_by_global_norm": (gx.clip_by_global_norm, {}, dict(max_norm=positive())),
+    "clip_by_norm": (gx.clip_by_norm, {}, dict(max_norm=positive())),
+    "decoupled_weight_decay": (
+        gx.decoupled_weight_decay, dict(weight_decay=0.1, learning_rate=0.1),
+        dict(weight_decay=WEIGHT_DECAY, learning_rate=WEIGHT_DECAY, mask=MASK, exclude=PATTERNS)),
+    "dynamic_loss_scale": (gx.dynamic_loss_scale, dict(inner=SGD),
+                           dict(inner=TX, initial_scale=positive(),
+                                dynamic_growth_steps=count())),
+    "ema": (gx.ema, dict(decay=0.9),
+            dict(decay=rate(), debias=BOOL, accumulator_dtype=DTYPE)),
+    "freeze": (gx.freeze, {}, dict(mask=MASK)),
+    # A malformed config is a ValueError whatever its type (tests/test_config.py).
+    "from_config": (gx.from_config, {},
+                    dict(config=[([1, 2], ValueError), ("adam", ValueError), (None, ValueError),
+                                 ({"format": "optax"}, ValueError, "'optax'")])),
+    "inject_hyperparams": (
+        gx.inject_hyperparams, dict(inner_factory=gx.adam),
+        dict(inner_factory=CALLABLE, hyperparam_dtype=DTYPE,
+             static_args=[(7, TypeError), ([1], TypeError), (("beta",), ValueError),
+                          ("beta", ValueError)])),
+    "masked": (gx.masked, dict(inner=SGD, mask={"w": True}), dict(inner=TX, mask=MASK)),
+    "multi_steps": (gx.multi_steps, dict(inner=SGD, every_k_schedule=2),
+                    dict(inner=TX, every_k_schedule=count(), use_grad_mean=BOOL,
+                         should_skip_update_fn=CALLABLE, accumulator_dtype=DTYPE)),
+    "named_chain": (gx.named_chain, {},
+                    dict(transforms=[(("b", 3), TypeError), ((3, SGD), TypeError),
+                                     (3, TypeError), (("b",), TypeError)])),
+    "params_ema": (gx.params_ema, {},
+                   dict(decay=rate(allow_one=True), overwrite_frequency=count(optional=True),
+                        calls_per_step=count(), ema_dtype=DTYPE)),
+    "partition": (gx.partition, dict(transforms={"a": SGD}, labels={"w": "a"}),
+                  dict(transforms=[(3, TypeError), ({"a": 3}, TypeError), (None, TypeError),
+                                   ([SGD], TypeError)],
+                       labels=[(None, ValueError), ({}, ValueError)])),
+    "partition_by_patterns": (
+        gx.partition_by_patterns, dict(rules=[("bias", SGD)], default=SGD),
+        dict(rules=[(3, TypeError), ([("(", SGD)], ValueError), ([("bias", 3)], TypeError),
+                    ([3], TypeError), ([(3, SGD)], TypeError)],
+             default=TX)),
+    "rmsprop": (gx.rmsprop, dict(learning_rate=0.1),
+                dict(learning_rate=LEARNING_RATE, centered=BOOL, nesterov=BOOL,
+                     momentum=rate(True, allow_one=True), **_RMS)),
+    "scale": (gx.scale, {}, dict(step_size=real())),
+    "scale_by_adagrad": (gx.scale_by_adagrad, {},
+                         dict(initial_accumulator_value=non_negative(), eps=non_negative(),
+                              accumulator_dtype=DTYPE)),
+    "scale_by_adam": (gx.scale_by_adam, {},
+                      dict(nu_dtype=DTYPE, nesterov=BOOL, eps_hat=BOOL, **_ADAM)),
+    "scale_by_amsgrad": (gx.scale_by_amsgrad, {},
+                         dict(nu_dtype=DTYPE, bias_correction_mu=BOOL, bias_correction_nu=BOOL,
+                              eps_hat=BOOL, **_ADAM)),
+    "scale_by_learning_rate": (gx.scale_by_learning_rate, dict(learning_rate=0.1),
+                               dict(learning_rate=LEARNING_RATE, flip_sign=BOOL)),
+    "scale_by_rms": (gx.scale_by_rms, {}, _RMS),
+    "scale_by_schedule": (gx.scale_by_schedule, {}, dict(step_size_fn=CALLABLE + _none(False))),
+    "scale_by_stddev": (gx.scale_by_stddev, {}, _RMS),
+    "scale_loss": (gx.scale_loss, dict(loss=1.0, opt_state=()),
+                   dict(loss=[("1.0", TypeError), (True, TypeError), (1 + 2j, TypeError),
+                              (None, TypeError), (3, TypeError)])),
+    "sgd": (gx.sgd, dict(learning_rate=0.1),
+            dict(learning_rate=LEARNING_RATE, momentum=rate(True, allow_one=True),
+                 nesterov=BOOL, accumulator_dtype=DTYPE)),
+    "skip_large_updates": (
+        gx.skip_large_updates,
+        dict(updates={"w": ARRAY2}, gradient_step=0, params=None, max_squared_norm=1.0),
+        dict(max_squared_norm=positive())),
+    "state_shardings": (gx.state_shardings, dict(tx=SGD, params={"w": ARRAY2}),
+                        dict(tx=TX, zero_axis=[(3, TypeError), (b"data", TypeError),
+                                               ("data", ValueError)])),
+    "stateless": (gx.stateless, {}, dict(f=CALLABLE + _none(False))),
+    "stateless_with_tree_map": (gx.stateless_with_tree_map, {}, dict(f=CALLABLE + _none(False))),
+    "static_loss_scale": (gx.static_loss_scale, {}, dict(loss_scale=positive())),
+    # Functions are shown as written in a call, without their address.
+    "to_config": (gx.to_config, {},
+                  dict(tx=[c for c in TX if c[0] is not gx.adam]
+                       + [(gx.adam, TypeError, "<function adam>")])),
+    "to_optax": (gx.to_optax, {}, dict(tx=TX)),
+    "trace": (gx.trace, dict(decay=0.9),
+              dict(decay=rate(allow_one=True), nesterov=BOOL, accumulator_dtype=DTYPE)),
+    "tree_get": (gx.tree_get, dict(tree={"count": 0}, name="count"),
+                 dict(name=[(3, TypeError), (None, TypeError), (b"count", TypeError)])),
+    # --- Keras presets and schedules
+    "keras.adagrad": (gx.keras.adagrad, {},
+                      _keras_base(learning_rate=KERAS_LR, epsilon=positive(),
+                                  initial_accumulator_value=non_negative())),
+    "keras.adam": (gx.keras.adam, {},
+                   _keras_base(learning_rate=KERAS_LR, epsilon=positive(), beta_1=rate(),
+                               beta_2=rate(), amsgrad=BOOL)),
+    "keras.loss_scale_optimizer": (
+        gx.keras.loss_scale_optimizer, dict(inner=SGD),
+        dict(inner=TX, initial_scale=positive(), dynamic_growth_steps=count(), name=NAME,
+             kwargs=[({"dynamic": False}, ValueError), ({"foo": 1}, ValueError),
+                     ({"clipnorm": 1.0}, ValueError)])),
+    "keras.CosineDecay": (gx.keras.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=10),
+                          _keras_schedule(decay_steps=positive(), alpha=real(),
+                                          warmup_target=real(True), warmup_steps=non_negative())),
+    "keras.CosineDecayRestarts": (
+        gx.keras.CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=10),
+        _keras_schedule(first_decay_steps=positive(), t_mul=positive(), m_mul=non_negative(),
+                        alpha=real())),
+    **{
+        f"keras.{name}": (
+            getattr(gx.keras, name),
+            dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=0.5),
+            _keras_schedule(decay_steps=positive(), decay_rate=non_negative(), staircase=BOOL))
+        for name in ("ExponentialDecay", "InverseTimeDecay")
+    },
+    "keras.PiecewiseConstantDecay": (
+        gx.keras.PiecewiseConstantDecay, dict(boundaries=[10], values=[1.0, 0.5]),
+        dict(name=NAME,
+             boundaries=[(3, TypeError), (["10"], TypeError), ([NAN], ValueError),
+                         ([True], TypeError), ([20, 10], ValueError)],
+             values=[(3, TypeError), (["x", 0.5], TypeError), ([1.0, INF], ValueError),
+                     ([1.0, 0.5, 0.1], ValueError)])),
+    "keras.PolynomialDecay": (gx.keras.PolynomialDecay,
+                              dict(initial_learning_rate=0.1, decay_steps=10),
+                              _keras_schedule(decay_steps=positive(), end_learning_rate=real(),
+                                              power=real(), cycle=BOOL)),
+    # --- optax-style schedules
+    "schedules.AtLastMicroStep": (S.AtLastMicroStep, dict(schedule=CONST, every_k=2),
+                                  dict(schedule=CALLABLE + _none(False), every_k=count())),
+    "schedules.cosine_decay_schedule": (
+        S.cosine_decay_schedule, dict(init_value=1.0, decay_steps=10),
+        dict(init_value=real(), decay_steps=count(), alpha=real(), exponent=real())),
+    "schedules.cosine_onecycle_schedule": (S.cosine_onecycle_schedule,
+                                           dict(transition_steps=100, peak_value=1.0), _ONECYCLE),
+    "schedules.exponential_decay": (
+        S.exponential_decay, dict(init_value=1.0, transition_steps=10, decay_rate=0.5),
+        dict(init_value=real(), transition_steps=count(), decay_rate=positive(),
+             transition_begin=count(0), staircase=BOOL, end_value=real(True))),
+    "schedules.join_schedules": (
+        S.join_schedules, dict(schedules=[CONST, CONST], boundaries=[10]),
+        dict(schedules=[(3, TypeError), ([CONST, 0.5], TypeError), ([CONST], ValueError)],
+             boundaries=[(3, TypeError), ([10.5], TypeError), ([-1], ValueError),
+                         (["10"], TypeError), ([10, 20], ValueError)])),
+    "schedules.linear_onecycle_schedule": (
+        S.linear_onecycle_schedule, dict(transition_steps=100, peak_value=1.0),
+        dict(pct_final=rate(allow_one=True), **_ONECYCLE)),
+    "schedules.linear_schedule": (
+        S.linear_schedule, dict(init_value=1.0, end_value=0.0, transition_steps=10),
+        dict(init_value=real(), end_value=real(), transition_steps=count(),
+             transition_begin=count(0))),
+    "schedules.piecewise_constant_schedule": (
+        S.piecewise_constant_schedule, dict(init_value=1.0),
+        dict(init_value=real(), boundaries_and_scales=_PIECEWISE_BAD)),
+    "schedules.polynomial_schedule": (
+        S.polynomial_schedule, dict(init_value=1.0, end_value=0.0, power=2, transition_steps=10),
+        dict(init_value=real(), end_value=real(), power=real(), transition_steps=count(),
+             transition_begin=count(0))),
+    "schedules.sgdr_schedule": (
+        S.sgdr_schedule, dict(cosine_kwargs=[CYCLE]),
+        dict(cosine_kwargs=[(3, TypeError), ([], ValueError), ([3], TypeError),
+                            ([{"init_value": 0.0}], TypeError),
+                            ([dict(CYCLE, decay_steps=0)], ValueError),
+                            ([dict(CYCLE, peak_value="1")], TypeError)])),
+    "schedules.warmup_constant_schedule": (
+        S.warmup_constant_schedule, dict(init_value=0.0, peak_value=1.0, warmup_steps=4),
+        dict(init_value=real(), peak_value=real(), warmup_steps=count())),
+    "schedules.warmup_cosine_decay_schedule": (
+        S.warmup_cosine_decay_schedule,
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10),
+        dict(init_value=real(), peak_value=real(), end_value=real(), exponent=real(),
+             warmup_steps=count(0), decay_steps=count())),
+}
+
+# Arguments with no bad value: (public name, argument) -> why.
+EXEMPT = {
+    **{(name, arg): "any pytree is a valid params/updates/state tree"
+       for name, args in (
+           ("apply_updates", ("params", "updates")), ("current_loss_scale", ("opt_state",)),
+           ("finalize_params", ("params", "opt_state")), ("scale_loss", ("opt_state",)),
+           ("state_shardings", ("params",)), ("tree_global_norm", ("tree",)),
+           ("tree_get", ("tree",)), ("tree_set", ("tree",)),
+           ("skip_large_updates", ("updates", "params")),
+           ("skip_not_finite", ("updates", "params")))
+       for arg in args},
+    ("skip_large_updates", "gradient_step"): "the step count multi_steps passes; unused",
+    ("skip_not_finite", "gradient_step"): "the step count multi_steps passes; unused",
+    ("tree_get", "default"): "any value may be returned when nothing matches",
+    ("schedules.constant_schedule", "value"):
+        "returned as given, any value (tests/test_config.py carries every kind through it)",
+    ("tree_set", "values"): "any names and values; each is checked against the tree's entry",
+    ("GradientTransformation", "init"): "a plain NamedTuple (core/base.py); chain etc. check it",
+    ("GradientTransformation", "update"): "a plain NamedTuple (core/base.py); chain etc. check it",
+}
+
+
+def _call(owner, ctor, base, argument, value, exc, shown=()):
+    """One case; ``*transforms`` values go after a valid member, ``**kwargs`` values merge in."""
+    if owner in ("chain", "named_chain"):
+        first = SGD if owner == "chain" else ("a", SGD)
+        return Case(owner, ctor, argument, value, exc, dict(base), (first, value))
+    if argument == "kwargs":
+        return Case(owner, ctor, argument, value, exc, {**base, **value})
+    return Case(owner, ctor, argument, value, exc, {**base, argument: value}, (), *shown)
+
+
+CASES = [
+    _call(owner, ctor, base, argument, value, exc, shown)
+    for owner, (ctor, base, batteries) in SPECS.items()
+    for argument, battery in batteries.items()
+    for value, exc, *shown in battery
+]
