@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+import textwrap
 
 import jax
 
@@ -26,7 +27,8 @@ def test_every_python_snippet_runs():
     snippets = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(snippets) >= 2
     for index, code in enumerate(snippets):
-        exec(compile(code, f"README python block {index}", "exec"), {})  # noqa: S102
+        # Blocks inside list items are indented.
+        exec(compile(textwrap.dedent(code), f"README python block {index}", "exec"), {})  # noqa: S102
 
 
 def test_keras_snippet_builds_the_documented_chain_and_averages():

@@ -57,6 +57,23 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < top, count + 1, top).astype(count.dtype)
 
 
+def cyclic_increment(phase: jax.Array, period: int) -> jax.Array:
+    """``(phase + 1) mod period`` for a counter kept in ``[0, period)``: periodic
+    decisions (accumulation windows, overwrites) never depend on a saturated count."""
+    return jnp.where(phase + 1 < period, phase + 1, 0).astype(phase.dtype)
+
+
+def saturating_affine(count: Any, scale: int, offset: int) -> Any:
+    """``count * scale + offset`` for an int32 count, saturating at 2**31 - 1.
+
+    A Python int stays a Python int (a schedule may do float arithmetic with it)."""
+    if isinstance(count, int):
+        return min(count * scale + offset, INT32_MAX)
+    count = jnp.asarray(count)
+    limit = (INT32_MAX - offset) // scale
+    return jnp.where(count > limit, INT32_MAX, count * scale + offset).astype(count.dtype)
+
+
 def zero_count() -> jax.Array:
     """A fresh int32 step counter."""
     return jnp.zeros([], jnp.int32)

@@ -71,17 +71,23 @@ def tree_squared_norm(tree: Any) -> jax.Array:
 
 
 def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Array]:
-    r"""The global L2 norm as a product ``scale * scaled_norm`` that never overflows needlessly.
+    r"""The global L2 norm as ``scaled_norm / inv_scale``, computed without needless overflow.
 
-    Normally ``scale`` is 1 and ``scaled_norm`` is ``sqrt(sum |x|**2)``. When that
-    sum of squares, or the norm times ``headroom``, overflows although every
-    entry is finite, ``scale`` is the largest magnitude :math:`m` and
-    ``scaled_norm`` is :math:`\lVert T / m \rVert`, which lies in
-    :math:`[1, \sqrt{n}]`. Only that rare case pays for the second pass (a
-    ``lax.cond``). A NaN or infinite entry gives the plain, non-finite norm.
+    Normally ``inv_scale`` is 1 and ``scaled_norm`` is ``sqrt(sum |x|**2)``. When
+    that sum of squares, or the norm times ``headroom``, overflows although every
+    entry is finite, ``inv_scale`` is :math:`2^{-e}` with :math:`2^e` about the
+    largest magnitude :math:`m`, and ``scaled_norm`` is
+    :math:`\lVert T\, 2^{-e} Vert`. Multiplying by a power of two is exact,
+    and :math:`2^{-e}` stays a normal number (XLA flushes subnormals to zero,
+    which a division by :math:`m` itself would hit). Only that rare case pays
+    for the second pass, in a ``lax.cond``. A NaN or infinite entry gives the
+    plain, non-finite norm, and the derivative at 0 is finite.
     """
     leaves = jax.tree.leaves(tree)
-    plain = jnp.sqrt(tree_squared_norm(tree))
+    squared = tree_squared_norm(tree)
+    # The double where keeps the derivative finite at 0 (differentiating through clipping).
+    positive = squared > 0
+    plain = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)), squared)
     one = jnp.ones([], plain.dtype)
     if not leaves:
         return one, plain
@@ -91,14 +97,16 @@ def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Ar
             jnp.maximum, [jnp.max(jnp.abs(x), initial=0).astype(plain.dtype) for x in leaves]
         )
         finite = jnp.isfinite(largest)
-        divisor = jnp.where(finite, largest, one)
+        top = jnp.finfo(plain.dtype).maxexp - 2  # 2**-top is still a normal number
+        exponent = jnp.clip(jnp.floor(jnp.log2(jnp.where(finite, largest, 1))), 0, top)
+        inv_scale = jnp.ldexp(one, -exponent.astype(jnp.int32))
 
         def scaled_squares(x):
             x_c = numerics.upcast(x, plain.dtype)
-            return jnp.sum(numerics.abs_sq(x_c / divisor.astype(x_c.dtype)))
+            return jnp.sum(numerics.abs_sq(x_c * inv_scale.astype(x_c.dtype)))
 
         scaled_norm = jnp.sqrt(functools.reduce(jnp.add, map(scaled_squares, leaves)))
-        return divisor, jnp.where(finite, scaled_norm, plain)
+        return jnp.where(finite, inv_scale, one), jnp.where(finite, scaled_norm, plain)
 
     overflowed = jnp.isposinf(plain * numerics.hyperparameter(headroom, plain.dtype))
     return jax.lax.cond(overflowed, rescaled, lambda: (one, plain))
@@ -122,8 +130,8 @@ def tree_global_norm(tree: Any) -> jax.Array:
       >>> gx.tree_global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
       Array(5., dtype=float32)
     """
-    scale, scaled_norm = tree_norm_parts(tree)
-    return scale * scaled_norm
+    inv_scale, scaled_norm = tree_norm_parts(tree)
+    return scaled_norm / inv_scale
 
 
 def tree_count_not_finite(tree: Any) -> jax.Array:

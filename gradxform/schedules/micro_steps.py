@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from gradxform.core import validation
+from gradxform.core import numerics, validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,4 +41,5 @@ class AtLastMicroStep:
         validation.positive_int("AtLastMicroStep", "every_k", self.every_k)
 
     def __call__(self, count):
-        return self.schedule(count * self.every_k + (self.every_k - 1))
+        # Saturates instead of wrapping, like the counters it is computed from.
+        return self.schedule(numerics.saturating_affine(count, self.every_k, self.every_k - 1))

@@ -19,7 +19,8 @@ from gradxform.core.base import GradientTransformation, Params, Updates, public_
 class AccumulateGradientsState(NamedTuple):
     """Calls so far, the sum of this window's gradients, and the inner state."""
 
-    count: jax.Array  # int32, shape (): micro-steps so far
+    count: jax.Array  # int32, shape (): micro-steps so far (saturating)
+    mini_step: jax.Array  # int32, shape (): micro-steps in the current window, in [0, every_k)
     acc_grads: Updates
     inner_state: Any
 
@@ -50,7 +51,9 @@ def accumulate_gradients(
 ) -> GradientTransformation:
     r"""Sums the gradients of ``every_k`` micro-steps and updates with their mean (Keras's form).
 
-    With :math:`c` the call count (from 0) and :math:`A` the accumulator:
+    With :math:`c` the call count (from 0; the state keeps :math:`c \bmod k`, so
+    windows stay aligned after the saturating count stops at 2**31 - 1) and
+    :math:`A` the accumulator:
 
     .. math::
         \begin{cases}
@@ -84,13 +87,14 @@ def accumulate_gradients(
     def init_fn(params):
         return AccumulateGradientsState(
             count=numerics.zero_count(),
+            mini_step=numerics.zero_count(),
             acc_grads=tree.tree_zeros_like(params, accumulator_dtype),
             inner_state=inner.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         tree.check_same_structure(owner, "state", state.acc_grads, updates)
-        is_update = (state.count + 1) % every_k == 0
+        is_update = state.mini_step + 1 == every_k
 
         def mean(g, acc):
             dtype = numerics.compute_dtype(g.dtype, acc.dtype)
@@ -110,6 +114,7 @@ def accumulate_gradients(
         )
         return new_updates, AccumulateGradientsState(
             count=numerics.safe_increment(state.count),
+            mini_step=numerics.cyclic_increment(state.mini_step, every_k),
             acc_grads=acc_grads,
             inner_state=inner_state,
         )

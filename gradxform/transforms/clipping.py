@@ -71,11 +71,11 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     def leaf(g):
         g_c = numerics.upcast(g)
-        # ||g|| = scale * scaled_norm, scale = 1 unless the squares or ||g|| * c overflow.
-        scale, scaled_norm = tree.tree_norm_parts(g_c, headroom=max_norm)
-        bound = numerics.hyperparameter(max_norm, scale.dtype)
-        denominator = jnp.maximum(scaled_norm, bound / scale).astype(g_c.dtype)
-        numerator = (g_c / scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
+        # ||g|| = scaled_norm / inv_scale; inv_scale = 1 unless the squares or ||g|| c overflow.
+        inv_scale, scaled_norm = tree.tree_norm_parts(g_c, headroom=max_norm)
+        bound = numerics.hyperparameter(max_norm, scaled_norm.dtype)
+        denominator = jnp.maximum(scaled_norm, bound * inv_scale).astype(g_c.dtype)
+        numerator = (g_c * inv_scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
         return (numerator / denominator).astype(g.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -114,9 +114,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        # norm = scale * scaled_norm; scale = 1 unless finite updates' squares overflow.
-        scale, scaled_norm = tree.tree_norm_parts(updates)
-        keep = scale * scaled_norm < numerics.hyperparameter(max_norm, scale.dtype)
+        # norm = scaled_norm / inv_scale; inv_scale = 1 unless finite updates' squares overflow.
+        inv_scale, scaled_norm = tree.tree_norm_parts(updates)
+        keep = scaled_norm / inv_scale < numerics.hyperparameter(max_norm, scaled_norm.dtype)
 
         # Kept updates never divide: no 0/0 to trip jax_debug_nans on zero gradients.
         divisor = jnp.where(keep, jnp.ones_like(scaled_norm), scaled_norm)
@@ -124,7 +124,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         def leaf(g):
             g_c = numerics.upcast(g, scaled_norm.dtype)
             dtype = g_c.dtype
-            clipped = ((g_c / scale.astype(dtype)) / divisor.astype(dtype)) * (
+            clipped = ((g_c * inv_scale.astype(dtype)) / divisor.astype(dtype)) * (
                 numerics.hyperparameter(max_norm, dtype)
             )
             return jax.lax.select(keep, g, clipped.astype(g.dtype))

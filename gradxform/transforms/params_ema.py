@@ -15,8 +15,9 @@ from gradxform.core.primitives import apply_updates
 class ParamsEmaState(NamedTuple):
     """The number of calls so far and the average of the parameters."""
 
-    count: jax.Array  # int32, shape ()
+    count: jax.Array  # int32, shape (): calls so far (saturating)
     ema: Params
+    phase: jax.Array  # int32, shape (): calls modulo calls_per_step * overwrite_frequency
 
 
 @public_constructor
@@ -43,6 +44,9 @@ def params_ema(
     parameters are replaced by it, which this transformation emits as the
     update. Put it last in a chain, after the learning rate, so that it sees the
     final update. `finalize_params` reads the average back out of the state.
+
+    The state keeps :math:`c` modulo ``calls_per_step`` :math:`\cdot f`, so overwrites stay
+    periodic after the saturating count stops at 2**31 - 1.
 
     Keras counts steps in completed optimizer updates. Under gradient
     accumulation over :math:`n` micro-steps the average still moves on every
@@ -73,9 +77,20 @@ def params_ema(
     )
     calls_per_step = validation.positive_int(owner, "calls_per_step", calls_per_step)
     validation.float_dtype(owner, "ema_dtype", ema_dtype)
+    # Overwrites follow the phase within their period, not the saturating count.
+    period = calls_per_step * (overwrite_frequency or 1)
+    if period > numerics.INT32_MAX:
+        raise ValueError(
+            f"{owner}: calls_per_step * overwrite_frequency must be at most 2**31 - 1, got "
+            f"calls_per_step={calls_per_step!r}, overwrite_frequency={overwrite_frequency!r}"
+        )
 
     def init_fn(params):
-        return ParamsEmaState(count=numerics.zero_count(), ema=tree.tree_zeros_like(params, ema_dtype))
+        return ParamsEmaState(
+            count=numerics.zero_count(),
+            ema=tree.tree_zeros_like(params, ema_dtype),
+            phase=numerics.zero_count(),
+        )
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -89,12 +104,12 @@ def params_ema(
         def average(p_new, a):
             dtype = numerics.compute_dtype(p_new.dtype, a.dtype)
             # As Keras: momentum = float(step != 0) * decay, in the variable's dtype.
-            momentum = (step != 0).astype(dtype) * decay
+            momentum = (step != 0).astype(dtype) * numerics.hyperparameter(decay, dtype)
             return (momentum * a.astype(dtype) + (1 - momentum) * p_new.astype(dtype)).astype(a.dtype)
 
         ema = tree.tree_map_skip_none(average, new_params, state.ema)
         if overwrite_frequency is not None:
-            overwrite = (step + 1) % overwrite_frequency == 0
+            overwrite = state.phase // calls_per_step == overwrite_frequency - 1
 
             def replace(u, p, a):
                 p = jnp.asarray(p)
@@ -103,7 +118,11 @@ def params_ema(
                 return jnp.where(overwrite, to_average, u)
 
             updates = tree.tree_map_skip_none(replace, updates, params, ema)
-        return updates, ParamsEmaState(count=numerics.safe_increment(state.count), ema=ema)
+        return updates, ParamsEmaState(
+            count=numerics.safe_increment(state.count),
+            ema=ema,
+            phase=numerics.cyclic_increment(state.phase, period),
+        )
 
     return GradientTransformation(init_fn, update_fn)
 

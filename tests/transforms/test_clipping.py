@@ -71,3 +71,52 @@ def test_clip_by_global_norm_infinite_norm_is_documented_behaviour():
     np.testing.assert_array_equal(ours["b"], theirs["b"])
     np.testing.assert_array_equal(ours["b"], [0.0])
     assert np.isnan(ours["a"][1])
+
+
+# --- finite gradients whose squares overflow ------------------------------------------------
+
+_HUGE = [
+    {"a": np.array([3e20, -4e20], np.float32), "b": np.array([1.0], np.float32)},
+    {"a": np.array([3e38, 3e38, -1e38], np.float32)},  # the norm itself exceeds float32
+    {"a": np.array([1e37, 0.0], np.float32), "b": np.zeros((0,), np.float32)},
+]
+
+
+def _float64_clip(grads, max_norm):
+    """(g / n) c over the whole tree when n >= c, in float64 numpy: the exact answer."""
+    norm = np.sqrt(sum(np.sum(np.square(g.astype(np.float64))) for g in grads.values()))
+    return {k: g.astype(np.float64) * (max_norm / norm if norm >= max_norm else 1.0)
+            for k, g in grads.items()}, norm
+
+
+@pytest.mark.parametrize("grads", _HUGE, ids=["squares-overflow", "norm-overflows", "g-times-c"])
+def test_clip_by_global_norm_clips_finite_gradients_whose_squares_overflow(grads):
+    expected, norm = _float64_clip(grads, 1.0)
+    tx = gx.clip_by_global_norm(1.0)
+    for update in (tx.update, jax.jit(tx.update)):
+        updates, _ = update(jax.tree.map(jnp.asarray, grads), tx.init(grads))
+        for key in grads:
+            assert np.all(np.isfinite(updates[key])), updates
+            np.testing.assert_allclose(updates[key], expected[key], rtol=1e-6, atol=1e-30)
+    global_norm = float(gx.tree_global_norm(jax.tree.map(jnp.asarray, grads)))
+    assert global_norm == pytest.approx(norm, rel=1e-6) if norm < 3.4e38 else global_norm == np.inf
+
+
+@pytest.mark.parametrize("max_norm", [1.0, 10.0, 1e6])
+@pytest.mark.parametrize("grads", _HUGE, ids=["squares-overflow", "norm-overflows", "g-times-c"])
+def test_clip_by_norm_clips_finite_leaves_whose_squares_or_products_overflow(grads, max_norm):
+    tx = gx.clip_by_norm(max_norm)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.asarray, grads), tx.init(grads))
+    for key, g in grads.items():
+        expected, _ = _float64_clip({key: g}, max_norm)
+        assert np.all(np.isfinite(updates[key])), updates
+        np.testing.assert_allclose(updates[key], expected[key], rtol=1e-6, atol=1e-30)
+
+
+def test_clip_by_norm_keeps_keras_numbers_when_nothing_overflows():
+    """The rescaled form runs only on overflow: otherwise Keras's formula, bit for bit."""
+    g = jnp.array([3.0, -4.0, 0.5], jnp.float32)
+    updates, _ = jax.jit(gx.clip_by_norm(2.0).update)({"w": g}, ())
+    squared = jnp.sum(g * g)
+    keras_formula = (g * 2.0) / jnp.maximum(jnp.sqrt(squared), 2.0)
+    np.testing.assert_array_equal(updates["w"], jax.jit(lambda: keras_formula)())
