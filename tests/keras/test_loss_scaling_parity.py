@@ -18,9 +18,6 @@ import pytest
 
 import gradxform as gx
 from tests.keras.harness import (
-
-# Non-finite gradients are what this module feeds on purpose.
-pytestmark = pytest.mark.allows_nan
     SCHEDULES,
     STEPS,
     ScheduleSpec,
@@ -33,6 +30,9 @@ pytestmark = pytest.mark.allows_nan
     run_gradxform,
     to_tree,
 )
+
+# Non-finite gradients are what this module feeds on purpose.
+pytestmark = pytest.mark.allows_nan
 
 LSO = dict(initial_scale=1024.0, dynamic_growth_steps=3)
 INF, NAN = np.inf, np.nan
