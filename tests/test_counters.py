@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gradxform as gx
 from tests.factories import FACTORIES, NAMES
 
 TOP = int(np.iinfo(np.int32).max)
@@ -99,3 +100,33 @@ def test_skip_counters_saturate_at_int32_max(name):
     }
     assert skip_counters, "the guard counts no skipped steps"
     assert all(value == TOP for value in skip_counters.values()), skip_counters
+
+
+def test_accumulation_windows_stay_periodic_after_the_count_saturates():
+    tx = gx.accumulate_gradients(gx.sgd(0.1), every_k=3)
+    state = _set_monotonic(tx.init(_PARAMS), TOP - 1)
+    update = jax.jit(tx.update)
+    emitted = []
+    for _ in range(9):
+        updates, state = update(_grads(1.0), state, _PARAMS)
+        emitted.append(bool(jnp.any(updates["kernel"] != 0)))
+    assert int(state.count) == TOP
+    assert emitted == [False, False, True] * 3
+
+
+def test_ema_overwrites_stay_periodic_after_the_count_saturates():
+    tx = gx.params_ema(0.5, overwrite_frequency=2)
+    state = _set_monotonic(tx.init(_PARAMS), TOP - 1)
+    update = jax.jit(tx.update)
+    overwritten = []
+    for _ in range(6):
+        grads = _grads(1.0)
+        updates, state = update(grads, state, _PARAMS)
+        overwritten.append(bool(jnp.any(updates["kernel"] != grads["kernel"])))
+    assert int(state.count) == TOP
+    assert overwritten == [False, True] * 3
+
+
+def test_ema_period_beyond_int32_is_rejected():
+    with pytest.raises(ValueError, match=r"params_ema: calls_per_step \* overwrite_frequency must be"):
+        gx.params_ema(0.9, overwrite_frequency=2**16, calls_per_step=2**16)

@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradxform.core import control, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Params, Updates, public_constructor
@@ -33,6 +34,19 @@ class MultiStepsState(NamedTuple):
     inner_opt_state: Any
     acc_grads: Updates
     skip_state: Any
+
+
+def _zero_accumulators(params: Any, accumulator_dtype: Any) -> Any:
+    """Zeros like ``params`` in ``accumulator_dtype`` (None: each leaf's), made complex
+    for complex leaves, so that a float32 accumulator never drops an imaginary part."""
+
+    def zeros(x):
+        dtype = numerics.leaf_dtype(x) if accumulator_dtype is None else np.dtype(accumulator_dtype)
+        if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+            dtype = numerics.compute_dtype(dtype, jnp.complex64)
+        return jnp.zeros_like(x, dtype=dtype)
+
+    return tree.tree_map_skip_none(zeros, params)
 
 
 def _accumulate(acc: jax.Array, g: jax.Array, weight: Any = None) -> jax.Array:
@@ -73,7 +87,8 @@ def accumulate_gradients(
     Args:
       inner: the transformation applied to each window's mean gradient.
       every_k: :math:`k \ge 1`, micro-steps per update.
-      accumulator_dtype: dtype of :math:`A`; None keeps each parameter's dtype.
+      accumulator_dtype: dtype of :math:`A`; None keeps each parameter's dtype; complex
+        parameters get its complex counterpart.
 
     Example:
       >>> import gradxform as gx
@@ -88,7 +103,7 @@ def accumulate_gradients(
         return AccumulateGradientsState(
             count=numerics.zero_count(),
             mini_step=numerics.zero_count(),
-            acc_grads=tree.tree_zeros_like(params, accumulator_dtype),
+            acc_grads=_zero_accumulators(params, accumulator_dtype),
             inner_state=inner.init(params),
         )
 
@@ -211,7 +226,7 @@ def multi_steps(
       use_grad_mean: average the micro-steps (True) or sum them.
       should_skip_update_fn: ``(updates, gradient_step, params) -> (bool,
         skip_state)``, e.g. `skip_not_finite`; None never skips.
-      accumulator_dtype: dtype of :math:`A`.
+      accumulator_dtype: dtype of :math:`A` (its complex counterpart for complex parameters).
 
     Example:
       >>> import gradxform as gx
@@ -234,7 +249,7 @@ def multi_steps(
             mini_step=numerics.zero_count(),
             gradient_step=gradient_step,
             inner_opt_state=inner.init(params),
-            acc_grads=tree.tree_zeros_like(params, accumulator_dtype),
+            acc_grads=_zero_accumulators(params, accumulator_dtype),
             skip_state=skip_state,
         )
 

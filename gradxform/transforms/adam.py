@@ -63,7 +63,10 @@ def _scaled(mu_hat, nu, correction_2, eps, eps_root, eps_hat):
         numerator = mu_hat * jnp.sqrt(correction_2).astype(mu_hat.dtype)
     else:
         nu_hat, numerator = nu / correction_2.astype(nu.dtype), mu_hat
-    denominator = jnp.sqrt(nu_hat + eps_root) + eps
+    real = nu_hat.dtype
+    denominator = jnp.sqrt(nu_hat + numerics.hyperparameter(eps_root, real)) + (
+        numerics.hyperparameter(eps, real)
+    )
     return numerator / denominator.astype(mu_hat.dtype)
 
 
@@ -136,7 +139,8 @@ def scale_by_adam(
             g_c, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
             dtype = mu_new.dtype
             if nesterov:
-                mu_hat = b1 * (mu_new / next_correction_1.astype(dtype)) + (1 - b1) * (
+                beta_1 = numerics.hyperparameter(b1, dtype)
+                mu_hat = beta_1 * (mu_new / next_correction_1.astype(dtype)) + (1 - beta_1) * (
                     g_c / correction_1.astype(dtype)
                 )
             else:

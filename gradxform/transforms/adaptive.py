@@ -17,6 +17,7 @@ from gradxform.core.base import GradientTransformation, Updates, public_construc
 
 
 def _inverse_root(nu: jax.Array, eps: float, eps_in_sqrt: bool) -> jax.Array:
+    eps = numerics.hyperparameter(eps, nu.dtype)
     if eps_in_sqrt:
         return jax.lax.rsqrt(nu + eps)
     return 1 / (jnp.sqrt(nu) + eps)
@@ -67,7 +68,9 @@ def scale_by_adagrad(
         dtype = numerics.compute_dtype(g.dtype, s.dtype)
         g_c = g.astype(dtype)
         s_new = numerics.abs_sq(g_c) + s.astype(numerics.real_dtype(dtype))
-        inverse = jnp.where(s_new > 0, jax.lax.rsqrt(s_new + eps), 0.0)
+        inverse = jnp.where(
+            s_new > 0, jax.lax.rsqrt(s_new + numerics.hyperparameter(eps, s_new.dtype)), 0.0
+        )
         return numerics.store(inverse.astype(dtype) * g_c, g.dtype), s_new.astype(s.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
