@@ -39,6 +39,7 @@ if __name__ == "__main__":  # the fresh process: make `gradxform` and `tests` im
     sys.path.insert(0, str(ROOT))
 
 import gradxform as gx  # noqa: E402
+from tests.mlp import init_mlp_params, make_regression_data  # noqa: E402
 
 STEPS = 20
 FEATURES, HIDDEN, BATCH, N_BATCHES = 6, 8, 16, 3
@@ -47,25 +48,11 @@ FEATURES, HIDDEN, BATCH, N_BATCHES = 6, 8, 16, 3
 # --- the training script: identical in every process ------------------------------------------
 
 def init_params(seed: int = 0) -> dict:
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    return {
-        "hidden": {
-            "kernel": jax.random.normal(k1, (FEATURES, HIDDEN), jnp.float32) / np.sqrt(FEATURES),
-            "bias": jnp.zeros((HIDDEN,), jnp.float32),
-        },
-        "out": {
-            "kernel": jax.random.normal(k2, (HIDDEN, 1), jnp.float32) / np.sqrt(HIDDEN),
-            "bias": jnp.zeros((1,), jnp.float32),
-        },
-    }
+    return init_mlp_params(FEATURES, HIDDEN, seed)
 
 
 def make_data(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N_BATCHES * BATCH, FEATURES)).astype(np.float32)
-    w = rng.standard_normal((FEATURES, 1)).astype(np.float32)
-    y = (np.tanh(x @ w) + 0.1 * rng.standard_normal((N_BATCHES * BATCH, 1))).astype(np.float32)
-    return x, y
+    return make_regression_data(N_BATCHES * BATCH, FEATURES, np.tanh, seed)
 
 
 def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -77,7 +77,8 @@ def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Ar
     that sum of squares, or the norm times ``headroom``, overflows although every
     entry is finite, ``inv_scale`` is :math:`2^{-e}` with :math:`2^e` about the
     largest magnitude :math:`m`, and ``scaled_norm`` is
-    :math:`\lVert T\, 2^{-e} Vert`. Multiplying by a power of two is exact,
+    :math:`\lVert T\, 2^{-e} 
+Vert`. Multiplying by a power of two is exact,
     and :math:`2^{-e}` stays a normal number (XLA flushes subnormals to zero,
     which a division by :math:`m` itself would hit). Only that rare case pays
     for the second pass, in a ``lax.cond``. A NaN or infinite entry gives the
@@ -88,7 +89,9 @@ def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Ar
     # The double where keeps the derivative finite at 0 (differentiating through clipping).
     positive = squared > 0
     plain = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)), squared)
-    one = jnp.ones([], plain.dtype)
+    # Derived from the norm so that, inside shard_map, it varies over the same mesh
+    # axes as the norm does (both lax.cond branches must agree on that).
+    one = jnp.ones_like(plain)
     if not leaves:
         return one, plain
 

@@ -27,6 +27,7 @@ import pytest
 
 import gradxform as gx
 from tests.helpers import assert_trees_bitwise_equal
+from tests.mlp import init_mlp_params, make_regression_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOTAL_STEPS = 100
@@ -39,27 +40,11 @@ FEATURES, HIDDEN, BATCH, N_BATCHES = 8, 16, 16, 4
 # --- the model, the data and the optimizers: identical in both processes ---------------------
 
 def init_params(seed: int = 0) -> dict:
-    """A two-layer MLP, float32, from a fixed seed."""
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    return {
-        "hidden": {
-            "kernel": jax.random.normal(k1, (FEATURES, HIDDEN), jnp.float32) / np.sqrt(FEATURES),
-            "bias": jnp.zeros((HIDDEN,), jnp.float32),
-        },
-        "out": {
-            "kernel": jax.random.normal(k2, (HIDDEN, 1), jnp.float32) / np.sqrt(HIDDEN),
-            "bias": jnp.zeros((1,), jnp.float32),
-        },
-    }
+    return init_mlp_params(FEATURES, HIDDEN, seed)
 
 
 def make_data(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed regression problem: ``N_BATCHES`` batches, cycled through by step."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N_BATCHES * BATCH, FEATURES)).astype(np.float32)
-    w = rng.standard_normal((FEATURES, 1)).astype(np.float32)
-    y = (np.sin(x @ w) + 0.1 * rng.standard_normal((N_BATCHES * BATCH, 1))).astype(np.float32)
-    return x, y
+    return make_regression_data(N_BATCHES * BATCH, FEATURES, np.sin, seed)
 
 
 def batch(data: tuple[np.ndarray, np.ndarray], step: int) -> tuple[np.ndarray, np.ndarray]:
