@@ -129,6 +129,18 @@ def real_dtype(dtype: Any) -> np.dtype:
     return np.dtype(jnp.finfo(dtype).dtype)
 
 
+def squares_dtype(dtype: Any) -> np.dtype:
+    """The default dtype of an accumulator of squared gradients for params of ``dtype``.
+
+    The real counterpart, except float16: its range stops at 6e-8, so the squares
+    of gradients below about 2e-4 (times ``1 - b2``) flush to zero and the step
+    ``m / (sqrt(v) + eps)`` overflows. Such accumulators are kept in float32.
+    bfloat16 has float32's range and is kept.
+    """
+    real = real_dtype(dtype)
+    return np.dtype(jnp.float32) if real == np.dtype(jnp.float16) else real
+
+
 def store(x: jax.Array, dtype: Any) -> jax.Array:
     """Casts ``x`` to the dtype it is stored in (a real store takes a real part)."""
     if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):

@@ -37,16 +37,16 @@ def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:
 def tree_full_like(tree: Any, fill_value: Any, dtype: Any = None, *, real: bool = False) -> Any:
     """An array tree like ``tree``, filled with ``fill_value``, each leaf of ``dtype``.
 
-    ``dtype=None`` keeps each leaf's dtype (its real counterpart with ``real=True``,
-    for accumulators of squares); a Python scalar leaf becomes a strongly typed
-    0-d array, so that the state's dtypes never change. Each leaf keeps its
+    ``dtype=None`` keeps each leaf's dtype (with ``real=True``, for accumulators
+    of squares, `numerics.squares_dtype`: the real counterpart, float32 for
+    float16); a Python scalar leaf becomes a strongly typed 0-d array, so that the state's dtypes never change. Each leaf keeps its
     array's sharding: eagerly, and under ``jit`` on a mesh with explicit axes.
     """
 
     def full(x):
         leaf_dtype = numerics.leaf_dtype(x) if dtype is None else dtype
         if real and dtype is None:
-            leaf_dtype = numerics.real_dtype(leaf_dtype)
+            leaf_dtype = numerics.squares_dtype(leaf_dtype)
         return jnp.full_like(x, fill_value, dtype=leaf_dtype)
 
     return tree_map_skip_none(full, tree)

@@ -108,7 +108,8 @@ def scale_by_adam(
       eps: :math:`\epsilon \ge 0`, added outside the square root.
       eps_root: :math:`\epsilon_{root} \ge 0`, added inside the square root.
       mu_dtype: dtype of :math:`m`; None keeps the params' dtype.
-      nu_dtype: dtype of :math:`v`; None keeps the params' (real) dtype.
+      nu_dtype: dtype of :math:`v`; None keeps the params' (real) dtype, float32 for
+        float16 params (whose range cannot hold squared gradients).
       nesterov: use Nesterov momentum (NAdam).
       eps_hat: add :math:`\epsilon` before the bias correction of :math:`v`
         (Keras's Adam) instead of after it (optax's).
@@ -190,7 +191,8 @@ def scale_by_amsgrad(
       eps: :math:`\epsilon \ge 0`, added outside the square root.
       eps_root: :math:`\epsilon_{root} \ge 0`, added inside the square root.
       mu_dtype: dtype of :math:`m`; None keeps the params' dtype.
-      nu_dtype: dtype of :math:`v` and :math:`v^{max}`; None keeps the params' (real) dtype.
+      nu_dtype: dtype of :math:`v` and :math:`v^{max}`; None keeps the params' (real)
+        dtype, float32 for float16 params.
       bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
       bias_correction_nu: divide :math:`v^{max}_t` by :math:`1-\beta_2^t`.
       eps_hat: Keras's form, as in `scale_by_adam`:

@@ -48,7 +48,8 @@ def scale_by_adagrad(
     Args:
       initial_accumulator_value: :math:`a_0 \ge 0`, the sum's starting value.
       eps: :math:`\epsilon \ge 0`, added inside the square root.
-      accumulator_dtype: dtype of :math:`s`; None keeps each param's (real) dtype.
+      accumulator_dtype: dtype of :math:`s`; None keeps each param's (real) dtype,
+        float32 for float16 params.
 
     Example:
       >>> import gradxform as gx
