@@ -346,3 +346,23 @@ def test_scale_by_amsgrad_equals_optax_without_nu_correction(dtype, shrink):
         dtype=dtype,
         grads_transform=_shrinking_transform() if shrink else None,
     )
+
+
+@pytest.mark.parametrize("make", [gx.scale_by_adam, gx.scale_by_amsgrad, gx.scale_by_rms, gx.scale_by_adagrad])
+def test_float16_params_keep_squared_gradients_in_float32(make):
+    """In float16, (1 - b2) g**2 flushes to zero for |g| below about 2e-3, and then
+    m / (sqrt(v) + eps) overflows float16 (hypothesis found it: Adam on a float16
+    scalar with gradients 0, 1e-3, 0 stepped by -inf). The squares are kept in
+    float32 by default; the update and m stay float16."""
+    tx = make()
+    params = {"w": jnp.float16(0.5)}
+    state = tx.init(params)
+    squares = [leaf for leaf in jax.tree.leaves(state) if leaf.dtype != jnp.int32]
+    assert jnp.dtype(jnp.float32) in {leaf.dtype for leaf in squares}
+    update = jax.jit(tx.update)
+    for g in (0.0, 1e-3, 0.0, 2e-4):
+        updates, state = update({"w": jnp.float16(g)}, state, params)
+        assert updates["w"].dtype == jnp.float16
+        # Each of these steps is bounded by about sqrt(1 / (1 - decay)) ~ 3.2 in exact
+        # arithmetic; with float16 squares Adam's third step was 33216 (or inf).
+        assert abs(float(updates["w"])) < 10, (g, updates)
