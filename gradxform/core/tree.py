@@ -77,8 +77,7 @@ def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Ar
     that sum of squares, or the norm times ``headroom``, overflows although every
     entry is finite, ``inv_scale`` is :math:`2^{-e}` with :math:`2^e` about the
     largest magnitude :math:`m`, and ``scaled_norm`` is
-    :math:`\lVert T\, 2^{-e} 
-Vert`. Multiplying by a power of two is exact,
+    :math:`\lVert T\, 2^{-e} \rVert`. Multiplying by a power of two is exact,
     and :math:`2^{-e}` stays a normal number (XLA flushes subnormals to zero,
     which a division by :math:`m` itself would hit). Only that rare case pays
     for the second pass, in a ``lax.cond``. A NaN or infinite entry gives the
@@ -122,8 +121,8 @@ def tree_global_norm(tree: Any) -> jax.Array:
         \lVert T \rVert = \sqrt{\textstyle\sum_i \sum_j |x_{ij}|^2}
 
     Finite entries whose squares overflow still give their finite norm (computed
-    as :math:`m \lVert T / m \rVert` with :math:`m` the largest magnitude);
-    a NaN entry gives NaN, an infinite one inf.
+    as :math:`m \lVert T / m \rVert` with :math:`m` a power of two near the
+    largest magnitude); a NaN entry gives NaN, an infinite one inf.
 
     Args:
       tree: a pytree of arrays; ``None`` entries are skipped.

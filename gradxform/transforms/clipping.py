@@ -58,7 +58,7 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
     Keras's formula overflows for finite gradients (:math:`\lVert g_i \rVert^2`
     or :math:`g_i c` beyond the dtype's range) and returns 0 or NaN, the leaf is
     computed as :math:`(g_i/m)\,c / \max(\lVert g_i/m \rVert, c/m)`, with
-    :math:`m` its largest magnitude, and clipped correctly.
+    :math:`m` a power of two near its largest magnitude, and clipped correctly.
 
     Args:
       max_norm: :math:`c > 0`.
@@ -100,8 +100,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     ``apply_if_finite`` or dynamic loss scaling to skip such steps. Finite
     gradients whose squares overflow (:math:`n^2` beyond float32's range,
     where optax returns zeros) are clipped correctly: the norm is then
-    computed as :math:`m \lVert g/m \rVert` with :math:`m` the largest
-    magnitude, a second pass paid only in that case. Pascanu et al., 2013.
+    computed as :math:`m \lVert g/m \rVert` with :math:`m` a power of two near
+    the largest magnitude, a second pass paid only in that case. Pascanu et
+    al., 2013.
 
     Args:
       max_norm: :math:`c > 0`.
