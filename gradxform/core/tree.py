@@ -39,14 +39,23 @@ def tree_full_like(tree: Any, fill_value: Any, dtype: Any = None, *, real: bool 
 
     ``dtype=None`` keeps each leaf's dtype (with ``real=True``, for accumulators
     of squares, `numerics.squares_dtype`: the real counterpart, float32 for
-    float16); a Python scalar leaf becomes a strongly typed 0-d array, so that the state's dtypes never change. Each leaf keeps its
-    array's sharding: eagerly, and under ``jit`` on a mesh with explicit axes.
+    float16). A real ``dtype`` given for a complex leaf means that precision,
+    complex, unless ``real=True``: a float32 moment or accumulator of complex
+    gradients must not drop their imaginary parts. A Python scalar leaf becomes
+    a strongly typed 0-d array, so that the state's dtypes never change. Each
+    leaf keeps its array's sharding: eagerly, and under ``jit`` on a mesh with
+    explicit axes.
     """
 
     def full(x):
-        leaf_dtype = numerics.leaf_dtype(x) if dtype is None else dtype
-        if real and dtype is None:
-            leaf_dtype = numerics.squares_dtype(leaf_dtype)
+        if dtype is None:
+            leaf_dtype = numerics.leaf_dtype(x)
+            if real:
+                leaf_dtype = numerics.squares_dtype(leaf_dtype)
+        else:
+            leaf_dtype = np.dtype(dtype)
+            if not real and jnp.iscomplexobj(x) and not jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+                leaf_dtype = numerics.compute_dtype(leaf_dtype, jnp.complex64)
         return jnp.full_like(x, fill_value, dtype=leaf_dtype)
 
     return tree_map_skip_none(full, tree)

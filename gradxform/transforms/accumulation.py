@@ -11,7 +11,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradxform.core import control, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Params, Updates, public_constructor
@@ -34,19 +33,6 @@ class MultiStepsState(NamedTuple):
     inner_opt_state: Any
     acc_grads: Updates
     skip_state: Any
-
-
-def _zero_accumulators(params: Any, accumulator_dtype: Any) -> Any:
-    """Zeros like ``params`` in ``accumulator_dtype`` (None: each leaf's), made complex
-    for complex leaves, so that a float32 accumulator never drops an imaginary part."""
-
-    def zeros(x):
-        dtype = numerics.leaf_dtype(x) if accumulator_dtype is None else np.dtype(accumulator_dtype)
-        if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
-            dtype = numerics.compute_dtype(dtype, jnp.complex64)
-        return jnp.zeros_like(x, dtype=dtype)
-
-    return tree.tree_map_skip_none(zeros, params)
 
 
 def _accumulate(acc: jax.Array, g: jax.Array, weight: Any = None) -> jax.Array:
@@ -103,7 +89,7 @@ def accumulate_gradients(
         return AccumulateGradientsState(
             count=numerics.zero_count(),
             mini_step=numerics.zero_count(),
-            acc_grads=_zero_accumulators(params, accumulator_dtype),
+            acc_grads=tree.tree_zeros_like(params, accumulator_dtype),
             inner_state=inner.init(params),
         )
 
@@ -249,7 +235,7 @@ def multi_steps(
             mini_step=numerics.zero_count(),
             gradient_step=gradient_step,
             inner_opt_state=inner.init(params),
-            acc_grads=_zero_accumulators(params, accumulator_dtype),
+            acc_grads=tree.tree_zeros_like(params, accumulator_dtype),
             skip_state=skip_state,
         )
 

@@ -366,3 +366,27 @@ def test_float16_params_keep_squared_gradients_in_float32(make):
         # Each of these steps is bounded by about sqrt(1 / (1 - decay)) ~ 3.2 in exact
         # arithmetic; with float16 squares Adam's third step was 33216 (or inf).
         assert abs(float(updates["w"])) < 10, (g, updates)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda dtype: gx.scale_by_adam(mu_dtype=dtype), lambda dtype: gx.trace(0.9, accumulator_dtype=dtype),
+     lambda dtype: gx.multi_steps(gx.sgd(0.1), 2, accumulator_dtype=dtype)],
+    ids=["adam-mu", "trace", "multi_steps"],
+)
+def test_a_real_state_dtype_keeps_complex_gradients_complex(make):
+    """A float32 moment of complex64 gradients is stored complex64, not cut to its real part:
+    the updates equal those with the state in the params' own dtype."""
+    params = {"w": jnp.array([1 + 2j, -0.5j], jnp.complex64)}
+    grads = [{"w": jnp.array([0.3 - 1j, 2 + 0.5j], jnp.complex64)}, {"w": jnp.array([1j, -1.0], jnp.complex64)}]
+    outputs, complex_leaves = [], []
+    for dtype in (jnp.float32, None):
+        tx = make(dtype)
+        state = tx.init(params)
+        complex_leaves.append(sum(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(state)))
+        for g in grads:
+            updates, state = tx.update(g, state, params)
+        outputs.append(updates["w"])
+    assert complex_leaves[0] == complex_leaves[1] > 0
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6)
+    assert np.any(np.imag(outputs[0]) != 0)
