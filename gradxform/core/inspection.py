@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import jax
 import jax.numpy as jnp
 
-from gradxform.core.masks import key_name
+from gradxform.core.tree import key_name
 
 _MISSING = object()
 # Names a plain optimizer keeps in its closure, not its state.

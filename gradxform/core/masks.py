@@ -17,26 +17,14 @@ as ``"(^|/)bias$"`` to match only a last component named ``bias``.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import tree
-
-
-def key_name(key: Any) -> str:
-    """The text of one key-path entry: a dict key, an index or an attribute name."""
-    for attribute in ("key", "idx", "name"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
-def path_string(path: Sequence[Any]) -> str:
-    """A key path as ``"dense/kernel"``."""
-    return "/".join(key_name(key) for key in path)
+from gradxform.core import flat, tree
+from gradxform.core.tree import path_string
 
 
 def tree_paths(params: Any) -> Any:
@@ -84,7 +72,7 @@ def match_paths(regex: re.Pattern | None, params: Any) -> Any:
     """A bool per leaf of ``params``: does ``regex`` occur in the leaf's key path."""
     return jax.tree.map(
         lambda path: regex is not None and regex.search(path) is not None,
-        tree_paths(params),
+        tree_paths(flat.logical(params)),
     )
 
 
@@ -118,9 +106,13 @@ def check_mask_argument(owner: str, name: str, mask: Any) -> None:
 
 
 def resolve_mask(owner: str, mask: Any, params: Any) -> Any:
-    """A bool (or bool array) per leaf of ``params`` from any form of mask."""
+    """A bool (or bool array) per leaf of ``params`` from any form of mask.
+
+    For a `flat.FlatTree`, per leaf of its original tree (`flat.logical`).
+    """
+    params = flat.logical(params)
     if mask is None:
-        return tree.tree_map_skip_none(lambda _: True, params)
+        return jax.tree.map(lambda leaf: None if leaf is None else True, params, is_leaf=lambda x: x is None)
     if is_pattern_list(mask):
         return match_paths(compile_patterns(owner, "mask", mask), params)
     prefix = mask(params) if callable(mask) else mask
@@ -150,7 +142,15 @@ def static_mask_leaves(owner: str, mask_tree: Any, tree: Any) -> tuple[list, Any
     of what it is given, so every entry must be known before tracing: a Python
     or numpy bool. An array (or traced) entry raises a `TypeError` naming
     ``owner`` and the leaf's key path.
+
+    For a `flat.FlatTree` the leaves are its buffers, and a buffer whose leaves
+    are only partly selected gets a bool array, one entry per element.
     """
+    if flat.is_flat(tree):
+        _, logical_def, logical_flags = static_mask_leaves(owner, mask_tree, tree.logical)
+        buffer_flags = flat.per_buffer(tree, logical_def.unflatten(logical_flags))
+        leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+        return leaves, treedef, list(buffer_flags.buffers)
     leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
     try:
         flags = treedef.flatten_up_to(mask_tree)
@@ -176,9 +176,23 @@ def static_mask_leaves(owner: str, mask_tree: Any, tree: Any) -> tuple[list, Any
     return leaves, treedef, result
 
 
-def select(leaves: list, treedef: Any, flags: list) -> Any:
-    """The tree with ``None`` in place of every leaf whose flag is False."""
-    return treedef.unflatten([leaf if flag else None for leaf, flag in zip(leaves, flags)])
+def _is_static(flag: Any) -> bool:
+    return isinstance(flag, (bool, np.bool_))
+
+
+def select(leaves: list, treedef: Any, flags: list, zero_unselected: bool = False) -> Any:
+    """The tree with ``None`` in place of every leaf whose flag is False.
+
+    A flag that is a bool array (a partly selected `flat.FlatTree` buffer) keeps
+    the leaf, with its unselected elements zeroed if ``zero_unselected``.
+    """
+
+    def pick(leaf, flag):
+        if _is_static(flag):
+            return leaf if flag else None
+        return jnp.where(flag, leaf, jnp.zeros_like(leaf)) if zero_unselected else leaf
+
+    return treedef.unflatten([pick(leaf, flag) for leaf, flag in zip(leaves, flags)])
 
 
 def update_selected(
@@ -187,11 +201,19 @@ def update_selected(
     """Runs ``inner.update`` on the flagged leaves only (``None`` elsewhere).
 
     Returns every leaf, the unflagged ones unchanged, and the inner state.
-    ``params`` (or None) has the same structure as the leaves' tree.
+    ``params`` (or None) has the same structure as the leaves' tree. In a partly
+    selected `flat.FlatTree` buffer, ``inner`` sees zeros in place of the
+    unselected elements, and they keep their old values.
     """
     selected_params = None if params is None else select(treedef.flatten_up_to(params), treedef, flags)
     new_selected, inner_state = inner.update(
-        select(leaves, treedef, flags), inner_state, selected_params, **extra_args
+        select(leaves, treedef, flags, zero_unselected=True), inner_state, selected_params, **extra_args
     )
     chosen = treedef.flatten_up_to(new_selected)
-    return [new if flag else old for new, old, flag in zip(chosen, leaves, flags)], inner_state
+
+    def merge(new, old, flag):
+        if _is_static(flag):
+            return new if flag else old
+        return jnp.where(flag, new, old)
+
+    return [merge(new, old, flag) for new, old, flag in zip(chosen, leaves, flags)], inner_state

@@ -8,7 +8,7 @@ filtered a parameter out (Equinox's ``eqx.filter``). The helpers here keep such
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,19 @@ from gradxform.core import checks, numerics
 
 def _is_none(x: Any) -> bool:
     return x is None
+
+
+def key_name(key: Any) -> str:
+    """The text of one key-path entry: a dict key, an index or an attribute name."""
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def path_string(path: Sequence[Any]) -> str:
+    """A key path as ``"dense/kernel"``."""
+    return "/".join(key_name(key) for key in path)
 
 
 def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import flat, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
@@ -80,7 +80,7 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return tree.tree_map_skip_none(leaf, updates), state
+        return flat.map_leafwise(leaf, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 
-from gradxform.core import masks, tree, validation
+from gradxform.core import flat, masks, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
 
 
@@ -17,7 +17,8 @@ class PartitionState(NamedTuple):
 
 
 def _resolve_labels(owner: str, labels: Any, transforms: Mapping, reference: Any) -> Any:
-    """A label per leaf of ``reference``; raises if a label has no transformation."""
+    """A label per (logical) leaf of ``reference``; raises if a label has no transformation."""
+    reference = flat.logical(reference)
     label_tree = labels(reference) if callable(labels) else labels
     full = tree.broadcast_prefix(owner, label_tree, reference, what="labels")
     used = {label for label in jax.tree.leaves(full)}

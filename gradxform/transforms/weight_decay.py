@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import masks, numerics, tree, validation
+from gradxform.core import flat, masks, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, public_constructor
 
 
@@ -52,7 +52,7 @@ def _map_decaying(owner, decayed_leaf, updates, params, decays):
         return jnp.where(decays_here, decayed, g)
 
     tree.check_same_structure(owner, "params", params, updates)
-    return tree.tree_map_skip_none(leaf, updates, params, decays)
+    return tree.tree_map_skip_none(leaf, updates, params, flat.per_buffer(updates, decays))
 
 
 def _as(value: Any, dtype: Any) -> Any:
