@@ -145,6 +145,10 @@ SPECS = {
                                 dynamic_growth_steps=count())),
     "ema": (gx.ema, dict(decay=0.9),
             dict(decay=rate(), debias=BOOL, accumulator_dtype=DTYPE)),
+    # keep is a predicate (key_path, leaf) -> bool; a mask tree or a pattern is not one.
+    "flat_tree": (gx.flat_tree, dict(params={"w": ARRAY2}),
+                  dict(keep=[(3, TypeError), ("x", TypeError), (0.1, TypeError), (True, TypeError),
+                             (["embedding"], TypeError), ({"w": True}, TypeError)])),
     "freeze": (gx.freeze, {}, dict(mask=MASK)),
     # A malformed config is a ValueError whatever its type (tests/test_config.py).
     "from_config": (gx.from_config, {},
@@ -305,7 +309,8 @@ EXEMPT = {
     **{(name, arg): "any pytree is a valid params/updates/state tree"
        for name, args in (
            ("apply_updates", ("params", "updates")), ("current_loss_scale", ("opt_state",)),
-           ("finalize_params", ("params", "opt_state")), ("scale_loss", ("opt_state",)),
+           ("finalize_params", ("params", "opt_state")), ("flat_tree", ("params",)),
+           ("scale_loss", ("opt_state",)),
            ("state_shardings", ("params",)), ("tree_global_norm", ("tree",)),
            ("tree_get", ("tree",)), ("tree_set", ("tree",)),
            ("skip_large_updates", ("updates", "params")),
@@ -319,6 +324,8 @@ EXEMPT = {
     ("tree_set", "values"): "any names and values; each is checked against the tree's entry",
     ("GradientTransformation", "init"): "a plain NamedTuple (core/base.py); chain etc. check it",
     ("GradientTransformation", "update"): "a plain NamedTuple (core/base.py); chain etc. check it",
+    ("FlatTree", "buffers"): "the pytree constructor JAX unflattens with; flat_tree builds one",
+    ("FlatTree", "layout"): "the pytree constructor JAX unflattens with; flat_tree builds one",
 }
 
 

@@ -229,7 +229,9 @@ def flat_tree(params: Any, keep: Callable[[str, Any], bool] | None = None) -> Fl
       params: a pytree of arrays (``None`` entries allowed).
       keep: optional ``(key_path, leaf) -> bool``; leaves for which it returns
         True stay arrays of their own, outside the buffers (a large embedding,
-        say). Leaves sharded over several devices always stay their own.
+        say). Leaves sharded over several devices always stay their own: call
+        ``flat_tree`` outside ``jit``, on the placed arrays, since a traced leaf
+        does not tell whether it is sharded.
 
     Example:
       >>> import jax, jax.numpy as jnp, gradxform as gx
@@ -310,6 +312,12 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
         if buffer is None or spec.kept:
             buffers.append(None if buffer is None else fn(buffer))
             continue
+        expected = sum(layout.slots[i].size for i in spec.members)
+        if jnp.shape(buffer) != (expected,):
+            raise ValueError(
+                f"map_leafwise: buffer {spec.name} has shape {jnp.shape(buffer)}, its layout "
+                f"holds {expected} elements"
+            )
         blocks = []
         for offset, shape, members in spec.runs(layout.slots):
             length = len(members) * math.prod(shape)

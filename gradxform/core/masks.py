@@ -147,8 +147,9 @@ def static_mask_leaves(owner: str, mask_tree: Any, tree: Any) -> tuple[list, Any
     are only partly selected gets a bool array, one entry per element.
     """
     if flat.is_flat(tree):
-        _, logical_def, logical_flags = static_mask_leaves(owner, mask_tree, tree.logical)
-        buffer_flags = flat.per_buffer(tree, logical_def.unflatten(logical_flags))
+        logical_leaves, logical_def, logical_flags = static_mask_leaves(owner, mask_tree, tree.logical)
+        kept_nones = [None if leaf is None else flag for leaf, flag in zip(logical_leaves, logical_flags)]
+        buffer_flags = flat.per_buffer(tree, logical_def.unflatten(kept_nones))
         leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
         return leaves, treedef, list(buffer_flags.buffers)
     leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
