@@ -1,0 +1,230 @@
+"""Measuring primitives: compile a jitted step, time callables round-robin, and
+the two bandwidth references.
+
+Noise handling: the machine is shared, so the contenders of one comparison are
+timed *interleaved*, one call each per round (A B C A B C ...), and each is
+summarised by its median. A slow minute then hits every contender alike, and
+outliers do not move the median.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import sys
+import time
+from collections import defaultdict
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def compile_step(fn: Callable, args: tuple, donate: tuple[int, ...] = (0, 1),
+                 promotion: str | None = None) -> dict:
+    """Traces, lowers and compiles ``jax.jit(fn, donate_argnums=donate)`` on ``args``.
+
+    ``fn`` must be a fresh function object so that no jit cache is hit. Returns
+    the compiled executable and the wall times of trace+lower and of the XLA
+    compile, XLA's bytes-accessed count, and the memory analysis.
+    ``promotion`` runs the trace under ``jax.numpy_dtype_promotion(promotion)``
+    (optax needs "standard" where the ambient mode is "strict").
+    """
+    ctx = jax.numpy_dtype_promotion(promotion) if promotion else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with ctx:
+        lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    return {
+        "compiled": compiled,
+        "lower_s": t1 - t0,
+        "xla_compile_s": t2 - t1,
+        "compile_s": t2 - t0,
+        "xla_bytes_accessed": xla_bytes_accessed(compiled),
+        **memory(compiled),
+    }
+
+
+def xla_bytes_accessed(compiled: Any) -> float | None:
+    """XLA's 'bytes accessed' estimate; ``cost_analysis()`` is a dict or a list of dicts."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    value = (cost or {}).get("bytes accessed")
+    return float(value) if value is not None else None
+
+
+def memory(compiled: Any) -> dict:
+    """Peak bytes from ``memory_analysis()``: arguments + outputs - aliased + temporaries."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        m = None
+    if m is None:
+        return {"peak_bytes": None, "temp_bytes": None}
+    peak = (m.argument_size_in_bytes + m.output_size_in_bytes
+            - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    return {"peak_bytes": int(peak), "temp_bytes": int(m.temp_size_in_bytes)}
+
+
+class JaxStepper:
+    """Calls a compiled ``step(params, state, *rest) -> (params, state)`` in a loop,
+    threading the donated params and state through; ``rest`` is not donated."""
+
+    def __init__(self, compiled: Any, params: Any, state: Any, *rest: Any):
+        self.compiled, self.params, self.state, self.rest = compiled, params, state, rest
+        self.steps = 0
+
+    def __call__(self) -> None:
+        self.params, self.state = self.compiled(self.params, self.state, *self.rest)
+        jax.block_until_ready((self.params, self.state))
+        self.steps += 1
+
+
+class Reference:
+    """A bandwidth reference on ``n`` float32 elements, moving 8 bytes per element.
+
+    ``copy``: ``x + 1.0`` into a fresh buffer (read x, write y; not donated).
+    ``stream``: ``x * 0.5 + 1.0`` in place (``x`` donated, read and written).
+    """
+
+    def __init__(self, kind: str, n: int):
+        self.kind, self.bytes = kind, 8 * n
+        x = jnp.zeros((n,), jnp.float32)
+        if kind == "copy":
+            self.compiled = jax.jit(lambda v: v + 1.0).lower(x).compile()
+        else:
+            self.compiled = jax.jit(lambda v: v * 0.5 + 1.0, donate_argnums=0).lower(x).compile()
+        self.x = x
+
+    def __call__(self) -> None:
+        if self.kind == "copy":
+            jax.block_until_ready(self.compiled(self.x))
+        else:
+            self.x = self.compiled(self.x)
+            jax.block_until_ready(self.x)
+
+
+def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
+                repeats: int) -> dict[str, list[float]]:
+    """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
+    call each, interleaved; returns each contender's per-call seconds."""
+    for _ in range(warmup):
+        for call in contenders.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, call in contenders.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values: list[float]) -> float:
+    """The median, or NaN for an empty list."""
+    return statistics.median(values) if values else math.nan
+
+
+def to_numpy(tree: Any) -> Any:
+    """A host copy of a tree of arrays."""
+    return jax.tree.map(lambda x: np.array(x), tree)
+
+
+def torch_version() -> str | None:
+    """torch's version, or None where ``import torch`` fails."""
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    return str(torch.__version__)
+
+
+class TorchStepper:
+    """``opt.step()`` on tensors whose ``.grad`` is set once (no autograd)."""
+
+    def __init__(self, make: Callable, params_np: list[np.ndarray],
+                 grads_np: list[np.ndarray], options: dict):
+        import torch
+
+        self.tensors = [torch.from_numpy(p.copy()) for p in params_np]
+        for t, g in zip(self.tensors, grads_np):
+            t.grad = torch.from_numpy(g.copy())
+        self.opt, self.pre_step = make(self.tensors, options)
+        self.steps = 0
+
+    def __call__(self) -> None:
+        if self.pre_step is not None:
+            self.pre_step()
+        self.opt.step()
+        self.steps += 1
+
+    def state_bytes(self) -> int:
+        """Bytes of params + grads + optimizer state tensors, after a step."""
+        import torch
+
+        total = sum(t.nbytes + t.grad.nbytes for t in self.tensors)
+        for st in self.opt.state.values():
+            total += sum(v.nbytes for v in st.values() if isinstance(v, torch.Tensor))
+        return int(total)
+
+    def final_params(self) -> list[np.ndarray]:
+        """Host copies of the current parameters."""
+        return [t.detach().numpy().copy() for t in self.tensors]
+
+
+class Phases:
+    """Wall time per named phase of the run, for the cost breakdown; phases over
+    ``report_over`` seconds are logged to stderr as they finish (progress)."""
+
+    def __init__(self, report_over: float = 2.0) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.report_over, self.start = report_over, time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.seconds[name] += dt
+            if dt > self.report_over:
+                print(f"[{time.perf_counter() - self.start:6.0f} s] {name}: {dt:.1f} s",
+                      file=sys.stderr, flush=True)
+
+
+def named_leaves(tree: Any) -> dict[str, np.ndarray]:
+    """``{"layer_00/attn/query/kernel": array, ...}`` for a (nested dict) tree."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(x) for path, x in flat}
+
+
+def max_abs_diff(a: Any, b: Any) -> float:
+    """The largest elementwise difference between two trees of the same structure."""
+    return float(max(np.max(np.abs(np.asarray(x) - np.asarray(y)), initial=0.0)
+                     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+
+def flat_to_host(flat: Any, max_leaves_for_unravel: int = 256) -> Any:
+    """A host copy of ``flat.unravel()``.
+
+    Small trees go through the public ``unravel()``. An eager ``unravel()`` of
+    thousands of leaves compiles a split with one output per leaf (minutes on
+    CPU), so large trees are cut on the host from the layout's slots instead.
+    """
+    layout = getattr(flat, "layout", None)
+    slots = getattr(layout, "slots", None)
+    if slots is None or len(slots) <= max_leaves_for_unravel:
+        return to_numpy(flat.unravel())
+    buffers = [None if b is None else np.asarray(b) for b in flat.buffers]
+    leaves = [buffers[s.buffer].reshape(-1)[s.offset:s.offset + math.prod(s.shape)].reshape(s.shape)
+              for s in slots]
+    return layout.treedef.unflatten(leaves)

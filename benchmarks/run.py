@@ -1,0 +1,422 @@
+"""Benchmark gradxform against optax (and torch.optim where installed), side by side.
+
+Run ``python -m benchmarks.run`` from the repository root (``--smoke`` for a
+tiny run, ``--trees``/``--optimizers`` to filter, ``--repeats`` to override the
+number of timed steps, ``--markdown`` for a README table, ``--json PATH``).
+
+What is measured, for every tree x optimizer x library, in one process:
+
+* **step time**: ``step(params, state, grads) -> (params, state)``, i.e. the
+  update plus ``apply_updates``, jitted with params and state donated and the
+  gradients fixed. Libraries are timed round-robin (one call each per round,
+  after a warm-up) and summarised by their median, so that the noise of this
+  shared machine hits all of them alike; ratios are optax time / gradxform time
+  (> 1: gradxform is faster). torch.optim runs ``opt.step()`` on tensors whose
+  ``.grad`` is set once, with ``foreach=True`` and with ``fused=True``.
+* **compile time**: trace + lower + XLA compile wall time of a fresh function
+  object (the persistent compilation cache is switched off for the run). The
+  executable that was timed is the one that is then stepped.
+* **bandwidth**: the minimal bytes an update must move per f32 parameter
+  (adam 28: read p, g, m, v, write p, m, v; adagrad 20: read p, g, s, write
+  p, s; clip_adamw 32: adam's plus one read of g for the norm) divided by the
+  step time, as a fraction of two references measured in the same rounds on as
+  many elements as the tree has parameters: a copy ``x + 1.0`` into a new buffer
+  and an in-place stream ``x * 0.5 + 1.0`` (donated), both 8 bytes per element.
+  XLA's own ``bytes accessed`` per parameter is reported beside it.
+* **peak memory**: from ``memory_analysis()`` (arguments + outputs - aliased +
+  temporaries); for torch, the bytes of params + grads + state tensors.
+
+``gradxform-flat`` is gradxform on ``gx.flat_tree(params)``: one contiguous
+buffer per dtype. A train-step block then compares a whole jitted, donated
+``loss -> grad -> update -> apply`` step on the many-leaf tree, adam only:
+optax per-leaf, gradxform per-leaf and gradxform flat (the loss unravels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gradxform as gx
+from benchmarks import measure, trees
+
+JAX_LIBS = ("gradxform", "optax", "gradxform-flat")
+TORCH_LIBS = {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}
+FULL_REPEATS = {"one_leaf": 15, "transformer": 15, "many_leaves": 5, "train_step": 5}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, 2 timed steps")
+    p.add_argument("--json", default="benchmarks/results.json", help="where to write results")
+    p.add_argument("--trees", nargs="+", choices=trees.TREES, default=list(trees.TREES))
+    p.add_argument("--optimizers", nargs="+", choices=trees.OPTIMIZERS,
+                   default=list(trees.OPTIMIZERS))
+    p.add_argument("--repeats", type=int, default=None, help="timed steps for every case")
+    p.add_argument("--no-train-step", action="store_true", help="skip the train-step block")
+    p.add_argument("--markdown", action="store_true", help="also print a markdown ratio table")
+    p.add_argument("--dump-params", default=None,
+                   help="write every case's final params to this .npz (for correctness tests)")
+    return p.parse_args(argv)
+
+
+def flat_status() -> str | None:
+    """None when ``gx.flat_tree`` exists, else why the flat path is skipped."""
+    return None if hasattr(gx, "flat_tree") else "gx.flat_tree not available: flat path skipped"
+
+
+def make_update_step(tx: Any, apply: Any) -> Any:
+    """A fresh ``step(params, state, grads) -> (params, state)`` function object."""
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return apply(params, updates), state
+
+    return step
+
+
+def setup_jax(lib: str, pair: trees.OptimizerPair, params_np: Any, grads: Any) -> dict:
+    """The step function, its arguments and trace options for one JAX library."""
+    params = jax.tree.map(jnp.array, params_np)
+    if lib == "optax":
+        tx = pair.optax()
+        with jax.numpy_dtype_promotion("standard"):
+            state = tx.init(params)
+        return {"fn": make_update_step(tx, optax.apply_updates), "promotion": "standard",
+                "args": (params, state, grads), "final": measure.to_numpy}
+    tx = pair.gradxform()
+    if lib == "gradxform-flat":
+        params = gx.flat_tree(params)
+        grads = params.ravel(grads)
+    return {"fn": make_update_step(tx, gx.apply_updates), "promotion": None,
+            "args": (params, tx.init(params), grads),
+            "final": measure.flat_to_host if lib == "gradxform-flat" else measure.to_numpy}
+
+
+def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
+             phases: measure.Phases, finals: dict) -> dict:
+    """Compiles, times and measures one tree x optimizer for every library."""
+    pair = trees.optimizers()[opt]
+    n = sum(x.size for x in jax.tree.leaves(params_np))
+    grads = jax.tree.map(jnp.array, grads_np)
+    case: dict[str, Any] = {"tree": tree, "optimizer": opt, "n_params": int(n),
+                            "n_leaves": len(jax.tree.leaves(params_np)),
+                            "min_bytes_per_param": pair.bytes_per_param,
+                            "bytes_model": pair.bytes_note, "libraries": {}}
+    libs, contenders = case["libraries"], {}
+    for lib in JAX_LIBS:
+        if lib == "gradxform-flat" and cfg["flat_status"]:
+            libs[lib] = {"skipped": cfg["flat_status"]}
+            continue
+        try:
+            t0 = time.perf_counter()
+            with phases(f"setup {tree}/{opt}/{lib}"):
+                s = setup_jax(lib, pair, params_np, grads)
+            setup_s = time.perf_counter() - t0
+            with phases(f"compile {tree}/{opt}/{lib}"):
+                c = measure.compile_step(s["fn"], s["args"], promotion=s["promotion"])
+        except Exception as e:  # noqa: BLE001 - the flat API may be mid-change
+            if lib != "gradxform-flat":
+                raise
+            libs[lib] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"[{tree}/{opt}] gradxform-flat failed: {libs[lib]['error']}", file=sys.stderr)
+            continue
+        compiled = c.pop("compiled")
+        libs[lib] = {**c, "setup_s": setup_s}
+        contenders[lib] = measure.JaxStepper(compiled, *s["args"])
+        contenders[lib].final = s["final"]
+    if cfg["torch"]:
+        flat_p, flat_g = jax.tree.leaves(params_np), jax.tree.leaves(grads_np)
+        for lib, options in TORCH_LIBS.items():
+            try:
+                contenders[lib] = measure.TorchStepper(pair.torch, flat_p, flat_g, options)
+                libs[lib] = {"memory_note": "peak_bytes = params + grads + optimizer state tensors"}
+            except Exception as e:  # noqa: BLE001 - e.g. no fused kernel for this optimizer
+                libs[lib] = {"error": f"{type(e).__name__}: {e}"}
+    with phases(f"setup {tree}/{opt}/references"):
+        contenders["ref:copy"] = measure.Reference("copy", n)
+        contenders["ref:stream"] = measure.Reference("stream", n)
+    with phases(f"timing {tree}/{opt}"):
+        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree])
+    ref = {k.split(":")[1]: contenders[k].bytes / measure.median(times[k]) for k in
+           ("ref:copy", "ref:stream")}
+    case["references_GBps"] = {k: v / 1e9 for k, v in ref.items()}
+    with phases(f"collect {tree}/{opt}"):
+        min_bytes = pair.bytes_per_param * n
+        for lib, stepper in contenders.items():
+            if lib.startswith("ref:"):
+                continue
+            t = measure.median(times[lib])
+            r = libs[lib]
+            r.update(step_ms=1e3 * t, step_ms_all=[1e3 * x for x in times[lib]], steps=stepper.steps,
+                     achieved_GBps=min_bytes / t / 1e9, bw_frac_copy=min_bytes / t / ref["copy"],
+                     bw_frac_stream=min_bytes / t / ref["stream"])
+            if r.get("xla_bytes_accessed") is not None:
+                r["xla_bytes_per_param"] = r["xla_bytes_accessed"] / n
+            if lib in TORCH_LIBS:
+                r["peak_bytes"] = stepper.state_bytes()
+                final = jax.tree.unflatten(jax.tree.structure(params_np), stepper.final_params())
+            else:
+                final = stepper.final(stepper.params)
+            finals[f"{tree}/{opt}/{lib}"] = final
+    _ratios_and_checks(case, finals, f"{tree}/{opt}")
+    return case
+
+
+def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
+    """optax / gradxform ratios of step and compile time; param agreement."""
+    libs, ratios, checks = case["libraries"], {}, {}
+    base = libs.get("optax", {})
+    for lib in ("gradxform", "gradxform-flat", *TORCH_LIBS):
+        r = libs.get(lib, {})
+        if "step_ms" in r and "step_ms" in base:
+            ratios[f"step optax/{lib}"] = base["step_ms"] / r["step_ms"]
+        if "compile_s" in r and "compile_s" in base:
+            ratios[f"compile optax/{lib}"] = base["compile_s"] / r["compile_s"]
+    for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"),
+                 ("torch-foreach", "optax"), ("torch-fused", "optax")):
+        if f"{key}/{a}" in finals and f"{key}/{b}" in finals:
+            checks[f"max_abs_diff {a} vs {b}"] = measure.max_abs_diff(finals[f"{key}/{a}"],
+                                                              finals[f"{key}/{b}"])
+    case["ratios"], case["param_checks"] = ratios, checks
+
+
+def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: dict) -> dict:
+    """A whole jitted, donated train step with adam on the many-leaf tree.
+
+    Loss: sum over leaves of ``sum((w * x - y) ** 2)``, with fixed data trees
+    ``x, y`` shaped like the params and passed as jit arguments. Each variant
+    stores the data as it stores the params: per-leaf variants get the trees,
+    the flat variant gets them as ``flat.ravel(x)`` and unravels all three in
+    the loss. (Ravelling the data for the per-leaf variants too would give one
+    operand thousands of consumers, and XLA's compile time grows quadratically.)
+    """
+    rng = np.random.default_rng(7)
+    data = [jax.tree.map(lambda p: jnp.array(rng.standard_normal(p.shape, np.float32)), params_np)
+            for _ in range(2)]
+
+    def loss_of_tree(p, x, y):
+        terms = [jnp.sum((w * a - b) ** 2) for w, a, b in
+                 zip(jax.tree.leaves(p), jax.tree.leaves(x), jax.tree.leaves(y))]
+        return jnp.sum(jnp.stack(terms))
+
+    def loss_of_flat(flat, x, y):
+        return loss_of_tree(flat.unravel(), x.unravel(), y.unravel())
+
+    def make(tx, apply, loss):
+        def train_step(params, state, x, y):
+            grads = jax.grad(loss)(params, x, y)
+            updates, state = tx.update(grads, state, params)
+            return apply(params, updates), state
+        return train_step
+
+    out: dict[str, Any] = {"tree": "many_leaves", "optimizer": "adam", "libraries": {},
+                           "loss": "sum_leaves sum((w*x - y)**2)",
+                           "data": "x, y passed as jit args: trees (per-leaf), FlatTrees (flat)"}
+    libs, contenders = out["libraries"], {}
+    for lib in JAX_LIBS:
+        if lib == "gradxform-flat" and cfg["flat_status"]:
+            libs[lib] = {"skipped": cfg["flat_status"]}
+            continue
+        params, xy = jax.tree.map(jnp.array, params_np), tuple(data)
+        try:
+            with phases(f"setup train_step/{lib}"):
+                if lib == "optax":
+                    tx, promo = optax.adam(1e-3), "standard"
+                    with jax.numpy_dtype_promotion("standard"):
+                        state = tx.init(params)
+                    fn = make(tx, optax.apply_updates, loss_of_tree)
+                else:
+                    tx, promo = gx.adam(1e-3), None
+                    if lib == "gradxform-flat":
+                        params = gx.flat_tree(params)
+                        xy = tuple(params.ravel(d) for d in data)
+                    state = tx.init(params)
+                    fn = make(tx, gx.apply_updates,
+                              loss_of_flat if lib == "gradxform-flat" else loss_of_tree)
+            with phases(f"compile train_step/{lib}"):
+                c = measure.compile_step(fn, (params, state, *xy), promotion=promo)
+        except Exception as e:  # noqa: BLE001 - the flat API may be mid-change
+            if lib != "gradxform-flat":
+                raise
+            libs[lib] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"[train_step] gradxform-flat failed: {libs[lib]['error']}", file=sys.stderr)
+            continue
+        contenders[lib] = measure.JaxStepper(c.pop("compiled"), params, state, *xy)
+        libs[lib] = c
+    with phases("timing train_step"):
+        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"])
+    for lib, stepper in contenders.items():
+        libs[lib].update(step_ms=1e3 * measure.median(times[lib]),
+                         step_ms_all=[1e3 * t for t in times[lib]], steps=stepper.steps)
+        to_host = measure.flat_to_host if lib == "gradxform-flat" else measure.to_numpy
+        finals[f"train_step/adam/{lib}"] = to_host(stepper.params)
+    _ratios_and_checks(out, finals, "train_step/adam")
+    out["targets"] = {"step optax/gradxform-flat": ">= 20", "compile optax/gradxform-flat": ">= 1",
+                      "update-only step optax/gradxform-flat": ">= 50"}
+    return out
+
+
+def _triple(r: dict, key: str, spec: str, libs: tuple = JAX_LIBS, scale: float = 1.0) -> str:
+    """``"a/b/c"``: one value per library, ``-`` where missing."""
+    vals = [r.get(lib, {}).get(key) for lib in libs]
+    return "/".join("-" if v is None else format(v * scale, spec) for v in vals)
+
+
+def print_table(results: dict) -> None:
+    """One row per tree x optimizer; triples are gradxform/optax/gradxform-flat."""
+    torch = any("step_ms" in c["libraries"].get(t, {}) for c in results["cases"] for t in TORCH_LIBS)
+    cols = [("tree", 11), ("optimizer", 10), ("step ms gx/optax/flat", 24), ("optax/gx", 8),
+            ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
+            ("bw/stream", 15), ("XLA B/param", 13), ("peak MB", 17)]
+    if torch:
+        cols.append(("torch ms fe/fu", 15))
+    print("\nupdate + apply step; triples are gradxform / optax / gradxform-flat;"
+          " bw = minimal bytes per step / time, as a fraction of the copy / in-place stream")
+    print("  ".join(name.ljust(w) for name, w in cols))
+    for c in results["cases"]:
+        r, q = c["libraries"], c["ratios"]
+        cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
+                 format(q.get("step optax/gradxform", float("nan")), ".2f"),
+                 format(q.get("step optax/gradxform-flat", float("nan")), ".1f"),
+                 _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
+                 _triple(r, "bw_frac_stream", ".2f"), _triple(r, "xla_bytes_per_param", ".0f"),
+                 _triple(r, "peak_bytes", ".4g", scale=1e-6)]
+        if torch:
+            cells.append(_triple(r, "step_ms", ".4g", libs=tuple(TORCH_LIBS)))
+        print("  ".join(str(v).ljust(w) for v, (_, w) in zip(cells, cols)))
+    refs: dict[str, list[str]] = {}
+    for c in results["cases"]:
+        ref = c["references_GBps"]
+        refs.setdefault(f"{c['tree']} ({c['n_params']:,} floats)", []).append(
+            f"{c['optimizer']} {ref['copy']:.1f}/{ref['stream']:.1f}")
+    for tree, cells in refs.items():
+        print(f"  references, GB/s copy/stream, {tree}: " + ", ".join(cells))
+    ts = results.get("train_step")
+    if ts:
+        r, q = ts["libraries"], ts["ratios"]
+        print("\ntrain step (loss -> grad -> adam -> apply), many_leaves; gradxform/optax/flat:")
+        print(f"  step ms {_triple(r, 'step_ms', '.4g')}   compile s {_triple(r, 'compile_s', '.3g')}")
+        for k, v in q.items():
+            print(f"  {k}: {v:.2f}  (target {ts['targets'].get(k, '-')})")
+
+
+def print_markdown(results: dict) -> None:
+    """The ratio table as GitHub markdown (for the README)."""
+    print("\n| tree | optimizer | gradxform ms | optax ms | gradxform-flat ms | optax / gradxform"
+          " | optax / flat | compile s (gx / optax / flat) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    rows = list(results["cases"])
+    if results.get("train_step"):
+        rows.append({**results["train_step"], "optimizer": "adam, whole train step"})
+    for c in rows:
+        r, q = c["libraries"], c["ratios"]
+        ms = [format(r[lib]["step_ms"], ".4g") if "step_ms" in r.get(lib, {}) else "-"
+              for lib in JAX_LIBS]
+        ratio = [format(q[k], ".2f") if k in q else "-"
+                 for k in ("step optax/gradxform", "step optax/gradxform-flat")]
+        print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
+              f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
+
+
+def print_phases(results: dict) -> None:
+    """Where the wall time went, grouped by phase kind and tree, largest first."""
+    groups: dict[str, float] = {}
+    for name, s in results["phases_s"].items():
+        kind, _, what = name.partition(" ")
+        key = f"{kind} {what.split('/')[0]}".strip()
+        groups[key] = groups.get(key, 0.0) + s
+    print("\ntime breakdown (s):")
+    for key, s in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<28} {s:7.1f}")
+    print("  largest single phases: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in sorted(results["phases_s"].items(), key=lambda kv: -kv[1])[:8]))
+    accounted = sum(results["phases_s"].values())
+    print(f"  unaccounted {results['total_wall_s'] - accounted:.1f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the benchmark, prints the tables, writes the JSON; returns the results."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    phases = measure.Phases()
+    saved_cache = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        results, finals = _run(args, phases)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", saved_cache)
+    with phases("report"):
+        print_table(results)
+        if args.markdown:
+            print_markdown(results)
+        if args.dump_params:
+            np.savez(args.dump_params, **{f"{k}/{leaf}": v for k, tree in finals.items()
+                                          for leaf, v in measure.named_leaves(tree).items()})
+    results["phases_s"] = dict(phases.seconds)
+    results["total_wall_s"] = time.perf_counter() - t_start
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1, default=_json_default)
+    print_phases(results)
+    print(f"wrote {args.json}; total wall time {results['total_wall_s']:.1f} s")
+    return results
+
+
+def _json_default(x: Any) -> Any:
+    return float(x) if isinstance(x, (np.floating, np.integer)) else str(x)
+
+
+def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
+    torch_v = measure.torch_version()
+    cfg = {"flat_status": flat_status(), "torch": torch_v is not None,
+           "warmup": 1 if args.smoke else 2,
+           "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()}}
+    for note in (cfg["flat_status"], None if torch_v else "torch not installed"):
+        if note:
+            print(note)
+    results: dict[str, Any] = {"meta": {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "jax": jax.__version__, "optax": optax.__version__, "gradxform": gx.__version__,
+        "torch": torch_v or "torch not installed", "python": sys.version.split()[0],
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
+        "repeats": cfg["repeats"], "flat": cfg["flat_status"] or "gx.flat_tree",
+        "compilation_cache": "disabled", "args": vars(args)},
+        "cases": []}
+    finals: dict[str, Any] = {}
+    with phases("setup"):
+        jax.block_until_ready(jax.jit(lambda x: x * 2.0)(jnp.ones(8)))  # backend start-up
+    for tree in args.trees:
+        with phases(f"setup {tree}"):
+            params_np, grads_np = trees.build(tree, args.smoke)
+        for opt in args.optimizers:
+            results["cases"].append(run_case(tree, opt, params_np, grads_np, cfg, phases, finals))
+            gc.collect()  # release this case's executables and buffers
+    if not args.no_train_step:
+        with phases("setup train_step"):
+            params_np, _ = trees.build("many_leaves", args.smoke)
+        results["train_step"] = run_train_step(params_np, cfg, phases, finals)
+        row = next((c for c in results["cases"] if c["tree"] == "many_leaves"
+                    and c["optimizer"] == "adam"), None)
+        if row and "step optax/gradxform-flat" in row["ratios"]:
+            results["train_step"]["ratios"]["update-only step optax/gradxform-flat"] = \
+                row["ratios"]["step optax/gradxform-flat"]
+    return results, finals
+
+
+if __name__ == "__main__":
+    main()

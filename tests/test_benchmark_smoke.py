@@ -1,0 +1,114 @@
+"""The benchmark script runs end to end on tiny trees, and its libraries agree.
+
+Correctness only: no timing is asserted. ``benchmarks.run.main`` is run in
+process with ``--smoke`` (every tree, optimizer and library, the train-step
+block, JSON, markdown); the final parameters it dumps after its timed steps
+must agree across libraries, since every library ran the same number of steps
+from the same parameters with the same gradients.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import run, trees
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Runs the smoke benchmark once; returns (json results, dumped params, stdout)."""
+    out = tmp_path_factory.mktemp("bench")
+    json_path, npz_path = out / "r.json", out / "p.npz"
+    capture = _Capture()
+    with capture:
+        run.main(["--smoke", "--markdown", "--json", str(json_path),
+                  "--dump-params", str(npz_path)])
+    results = json.loads(json_path.read_text())
+    params: dict = collections.defaultdict(dict)  # "tree/opt/lib" -> {leaf path: array}
+    with np.load(npz_path) as npz:
+        for key in npz.files:
+            tree, opt, lib, leaf = key.split("/", 3)
+            params[f"{tree}/{opt}/{lib}"][leaf] = npz[key]
+    return results, params, capture.text
+
+
+class _Capture:
+    """Captures stdout (the fixture is module-scoped, so capsys is not available)."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+
+        self._buffer = io.StringIO()
+        self._redirect = contextlib.redirect_stdout(self._buffer)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._redirect.__exit__(*exc)
+        self.text = self._buffer.getvalue()
+
+
+def _libraries() -> list[str]:
+    return ["gradxform", "optax"] + (["gradxform-flat"] if run.flat_status() is None else [])
+
+
+def _positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_every_case_has_every_library(smoke):
+    results, _, _ = smoke
+    cases = {(c["tree"], c["optimizer"]): c for c in results["cases"]}
+    assert set(cases) == {(t, o) for t in trees.TREES for o in trees.OPTIMIZERS}
+    for (tree, opt), case in cases.items():
+        for lib in _libraries():
+            r = case["libraries"][lib]
+            for key in ("step_ms", "compile_s", "bw_frac_copy", "bw_frac_stream", "peak_bytes"):
+                assert _positive_finite(r.get(key)), (tree, opt, lib, key, r.get(key))
+            assert r["steps"] == case["libraries"]["optax"]["steps"] > 0
+        assert _positive_finite(case["references_GBps"]["copy"])
+        assert _positive_finite(case["references_GBps"]["stream"])
+
+
+def test_train_step_block(smoke):
+    results, _, _ = smoke
+    block = results["train_step"]
+    for lib in _libraries():
+        assert _positive_finite(block["libraries"][lib]["step_ms"])
+        assert _positive_finite(block["libraries"][lib]["compile_s"])
+    if run.flat_status() is None:
+        assert _positive_finite(block["ratios"]["step optax/gradxform-flat"])
+
+
+def test_metadata_and_reports(smoke):
+    results, _, stdout = smoke
+    meta = results["meta"]
+    for key in ("jax", "optax", "torch", "cpu_count", "platform", "timestamp"):
+        assert meta[key] is not None
+    if meta["torch"] == "torch not installed":
+        assert "torch not installed" in stdout
+    assert "| tree | optimizer |" in stdout
+    assert results["total_wall_s"] > 0 and results["phases_s"]
+
+
+def _assert_trees_close(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for leaf in a:
+        np.testing.assert_allclose(a[leaf], b[leaf], rtol=1e-5, atol=1e-7, err_msg=f"{what}: {leaf}")
+
+
+@pytest.mark.parametrize("case", [f"{t}/{o}" for t in trees.TREES for o in trees.OPTIMIZERS]
+                         + ["train_step/adam"])
+def test_libraries_agree_after_the_timed_steps(smoke, case):
+    _, params, _ = smoke
+    _assert_trees_close(params[f"{case}/gradxform"], params[f"{case}/optax"],
+                        f"{case}: gradxform vs optax")
+    if run.flat_status() is None:
+        _assert_trees_close(params[f"{case}/gradxform-flat"], params[f"{case}/gradxform"],
+                            f"{case}: gradxform-flat unravel() vs gradxform")
