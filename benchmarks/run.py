@@ -121,19 +121,12 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
         if lib == "gradxform-flat" and cfg["flat_status"]:
             libs[lib] = {"skipped": cfg["flat_status"]}
             continue
-        try:
-            t0 = time.perf_counter()
-            with phases(f"setup {tree}/{opt}/{lib}"):
-                s = setup_jax(lib, pair, params_np, grads)
-            setup_s = time.perf_counter() - t0
-            with phases(f"compile {tree}/{opt}/{lib}"):
-                c = measure.compile_step(s["fn"], s["args"], promotion=s["promotion"])
-        except Exception as e:  # noqa: BLE001 - the flat API may be mid-change
-            if lib != "gradxform-flat":
-                raise
-            libs[lib] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"[{tree}/{opt}] gradxform-flat failed: {libs[lib]['error']}", file=sys.stderr)
-            continue
+        t0 = time.perf_counter()
+        with phases(f"setup {tree}/{opt}/{lib}"):
+            s = setup_jax(lib, pair, params_np, grads)
+        setup_s = time.perf_counter() - t0
+        with phases(f"compile {tree}/{opt}/{lib}"):
+            c = measure.compile_step(s["fn"], s["args"], promotion=s["promotion"])
         compiled = c.pop("compiled")
         libs[lib] = {**c, "setup_s": setup_s}
         contenders[lib] = measure.JaxStepper(compiled, *s["args"])
@@ -232,29 +225,22 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
             libs[lib] = {"skipped": cfg["flat_status"]}
             continue
         params, xy = jax.tree.map(jnp.array, params_np), tuple(data)
-        try:
-            with phases(f"setup train_step/{lib}"):
-                if lib == "optax":
-                    tx, promo = optax.adam(1e-3), "standard"
-                    with jax.numpy_dtype_promotion("standard"):
-                        state = tx.init(params)
-                    fn = make(tx, optax.apply_updates, loss_of_tree)
-                else:
-                    tx, promo = gx.adam(1e-3), None
-                    if lib == "gradxform-flat":
-                        params = gx.flat_tree(params)
-                        xy = tuple(params.ravel(d) for d in data)
+        with phases(f"setup train_step/{lib}"):
+            if lib == "optax":
+                tx, promo = optax.adam(1e-3), "standard"
+                with jax.numpy_dtype_promotion("standard"):
                     state = tx.init(params)
-                    fn = make(tx, gx.apply_updates,
-                              loss_of_flat if lib == "gradxform-flat" else loss_of_tree)
-            with phases(f"compile train_step/{lib}"):
-                c = measure.compile_step(fn, (params, state, *xy), promotion=promo)
-        except Exception as e:  # noqa: BLE001 - the flat API may be mid-change
-            if lib != "gradxform-flat":
-                raise
-            libs[lib] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"[train_step] gradxform-flat failed: {libs[lib]['error']}", file=sys.stderr)
-            continue
+                fn = make(tx, optax.apply_updates, loss_of_tree)
+            else:
+                tx, promo = gx.adam(1e-3), None
+                if lib == "gradxform-flat":
+                    params = gx.flat_tree(params)
+                    xy = tuple(params.ravel(d) for d in data)
+                state = tx.init(params)
+                fn = make(tx, gx.apply_updates,
+                          loss_of_flat if lib == "gradxform-flat" else loss_of_tree)
+        with phases(f"compile train_step/{lib}"):
+            c = measure.compile_step(fn, (params, state, *xy), promotion=promo)
         contenders[lib] = measure.JaxStepper(c.pop("compiled"), params, state, *xy)
         libs[lib] = c
     with phases("timing train_step"):
