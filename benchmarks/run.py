@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=list(trees.OPTIMIZERS))
     p.add_argument("--repeats", type=int, default=None, help="timed steps for every case")
     p.add_argument("--no-train-step", action="store_true", help="skip the train-step block")
+    p.add_argument("--skip", nargs="+", default=[], metavar="TREE/OPT/LIB",
+                   help="leave out these cases (recorded as skipped in the JSON), e.g. "
+                        "many_leaves/clip_adamw/gradxform")
     p.add_argument("--markdown", action="store_true", help="also print a markdown ratio table")
     p.add_argument("--dump-params", default=None,
                    help="write every case's final params to this .npz (for correctness tests)")
@@ -120,6 +123,10 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
     for lib in JAX_LIBS:
         if lib == "gradxform-flat" and cfg["flat_status"]:
             libs[lib] = {"skipped": cfg["flat_status"]}
+            continue
+        if f"{tree}/{opt}/{lib}" in cfg["skip"]:
+            libs[lib] = {"skipped": "--skip"}
+            print(f"skipped {tree}/{opt}/{lib} (--skip)")
             continue
         t0 = time.perf_counter()
         with phases(f"setup {tree}/{opt}/{lib}"):
@@ -180,7 +187,7 @@ def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
         if "compile_s" in r and "compile_s" in base:
             ratios[f"compile optax/{lib}"] = base["compile_s"] / r["compile_s"]
     for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"),
-                 ("torch-foreach", "optax"), ("torch-fused", "optax")):
+                 ("gradxform-flat", "optax"), ("torch-foreach", "optax"), ("torch-fused", "optax")):
         if f"{key}/{a}" in finals and f"{key}/{b}" in finals:
             checks[f"max_abs_diff {a} vs {b}"] = measure.max_abs_diff(finals[f"{key}/{a}"],
                                                               finals[f"{key}/{b}"])
@@ -224,6 +231,9 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
         if lib == "gradxform-flat" and cfg["flat_status"]:
             libs[lib] = {"skipped": cfg["flat_status"]}
             continue
+        if f"train_step/adam/{lib}" in cfg["skip"]:
+            libs[lib] = {"skipped": "--skip"}
+            continue
         params, xy = jax.tree.map(jnp.array, params_np), tuple(data)
         with phases(f"setup train_step/{lib}"):
             if lib == "optax":
@@ -256,10 +266,14 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
     return out
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _triple(r: dict, key: str, spec: str, libs: tuple = JAX_LIBS, scale: float = 1.0) -> str:
     """``"a/b/c"``: one value per library, ``-`` where missing."""
     vals = [r.get(lib, {}).get(key) for lib in libs]
-    return "/".join("-" if v is None else format(v * scale, spec) for v in vals)
+    return "/".join(_fmt(None if v is None else v * scale, spec) for v in vals)
 
 
 def print_table(results: dict) -> None:
@@ -276,8 +290,8 @@ def print_table(results: dict) -> None:
     for c in results["cases"]:
         r, q = c["libraries"], c["ratios"]
         cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
-                 format(q.get("step optax/gradxform", float("nan")), ".2f"),
-                 format(q.get("step optax/gradxform-flat", float("nan")), ".1f"),
+                 _fmt(q.get("step optax/gradxform"), ".2f"),
+                 _fmt(q.get("step optax/gradxform-flat"), ".1f"),
                  _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
                  _triple(r, "bw_frac_stream", ".2f"), _triple(r, "xla_bytes_per_param", ".0f"),
                  _triple(r, "peak_bytes", ".4g", scale=1e-6)]
@@ -368,7 +382,7 @@ def _json_default(x: Any) -> Any:
 
 def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
     torch_v = measure.torch_version()
-    cfg = {"flat_status": flat_status(), "torch": torch_v is not None,
+    cfg = {"flat_status": flat_status(), "torch": torch_v is not None, "skip": set(args.skip),
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()}}
     for note in (cfg["flat_status"], None if torch_v else "torch not installed"):
