@@ -76,11 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def flat_status() -> str | None:
-    """None when ``gx.flat_tree`` exists, else why the flat path is skipped."""
-    return None if hasattr(gx, "flat_tree") else "gx.flat_tree not available: flat path skipped"
-
-
 def make_update_step(tx: Any, apply: Any) -> Any:
     """A fresh ``step(params, state, grads) -> (params, state)`` function object."""
 
@@ -121,9 +116,6 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
                             "bytes_model": pair.bytes_note, "libraries": {}}
     libs, contenders = case["libraries"], {}
     for lib in JAX_LIBS:
-        if lib == "gradxform-flat" and cfg["flat_status"]:
-            libs[lib] = {"skipped": cfg["flat_status"]}
-            continue
         if f"{tree}/{opt}/{lib}" in cfg["skip"]:
             libs[lib] = {"skipped": "--skip"}
             print(f"skipped {tree}/{opt}/{lib} (--skip)")
@@ -228,9 +220,6 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
                            "data": "x, y passed as jit args: trees (per-leaf), FlatTrees (flat)"}
     libs, contenders = out["libraries"], {}
     for lib in JAX_LIBS:
-        if lib == "gradxform-flat" and cfg["flat_status"]:
-            libs[lib] = {"skipped": cfg["flat_status"]}
-            continue
         if f"train_step/adam/{lib}" in cfg["skip"]:
             libs[lib] = {"skipped": "--skip"}
             continue
@@ -382,20 +371,18 @@ def _json_default(x: Any) -> Any:
 
 def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
     torch_v = measure.torch_version()
-    cfg = {"flat_status": flat_status(), "torch": torch_v is not None, "skip": set(args.skip),
+    cfg = {"torch": torch_v is not None, "skip": set(args.skip),
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()}}
-    for note in (cfg["flat_status"], None if torch_v else "torch not installed"):
-        if note:
-            print(note)
+    if not torch_v:
+        print("torch not installed")
     results: dict[str, Any] = {"meta": {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "jax": jax.__version__, "optax": optax.__version__, "gradxform": gx.__version__,
         "torch": torch_v or "torch not installed", "python": sys.version.split()[0],
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
-        "repeats": cfg["repeats"], "flat": cfg["flat_status"] or "gx.flat_tree",
-        "compilation_cache": "disabled", "args": vars(args)},
+        "repeats": cfg["repeats"], "compilation_cache": "disabled", "args": vars(args)},
         "cases": []}
     finals: dict[str, Any] = {}
     with phases("setup"):

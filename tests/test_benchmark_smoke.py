@@ -55,7 +55,7 @@ class _Capture:
 
 
 def _libraries() -> list[str]:
-    return ["gradxform", "optax"] + (["gradxform-flat"] if run.flat_status() is None else [])
+    return ["gradxform", "optax", "gradxform-flat"]
 
 
 def _positive_finite(x) -> bool:
@@ -82,8 +82,7 @@ def test_train_step_block(smoke):
     for lib in _libraries():
         assert _positive_finite(block["libraries"][lib]["step_ms"])
         assert _positive_finite(block["libraries"][lib]["compile_s"])
-    if run.flat_status() is None:
-        assert _positive_finite(block["ratios"]["step optax/gradxform-flat"])
+    assert _positive_finite(block["ratios"]["step optax/gradxform-flat"])
 
 
 def test_metadata_and_reports(smoke):
@@ -109,6 +108,5 @@ def test_libraries_agree_after_the_timed_steps(smoke, case):
     _, params, _ = smoke
     _assert_trees_close(params[f"{case}/gradxform"], params[f"{case}/optax"],
                         f"{case}: gradxform vs optax")
-    if run.flat_status() is None:
-        _assert_trees_close(params[f"{case}/gradxform-flat"], params[f"{case}/gradxform"],
-                            f"{case}: gradxform-flat unravel() vs gradxform")
+    _assert_trees_close(params[f"{case}/gradxform-flat"], params[f"{case}/gradxform"],
+                        f"{case}: gradxform-flat unravel() vs gradxform")

@@ -129,6 +129,11 @@ def _build_layout(params: Any, keep: Callable[[str, Any], bool] | None) -> tuple
     return Layout(treedef, tuple(slots), tuple(buffers)), arrays
 
 
+def _joined(pieces: list) -> jax.Array:
+    """The 1-D pieces end to end (a single piece as it is: no copy)."""
+    return jnp.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
 def _pack(layout: Layout, arrays: list) -> list:
     buffers = []
     for spec in layout.buffers:
@@ -136,7 +141,7 @@ def _pack(layout: Layout, arrays: list) -> list:
             buffers.append(arrays[spec.members[0]])
         else:
             pieces = [jnp.reshape(arrays[i], (-1,)) for i in spec.members]
-            buffers.append(jnp.concatenate(pieces) if len(pieces) > 1 else pieces[0])
+            buffers.append(_joined(pieces))
     return buffers
 
 
@@ -260,13 +265,13 @@ def logical(tree: Any) -> Any:
     return tree.logical if is_flat(tree) else tree
 
 
-def _expand(layout: Layout, spec: BufferSpec, values: list) -> jax.Array:
-    """One entry per element of the buffer, each leaf's value repeated over its elements."""
+def _expand(layout: Layout, spec: BufferSpec, values: dict[int, Any]) -> jax.Array:
+    """One entry per element of the buffer, each leaf's value (keyed by slot index) repeated."""
     blocks = []
     for _, shape, members in spec.runs(layout.slots):
         per_leaf = jnp.stack([jnp.asarray(values[i]) for i in members])
         blocks.append(jnp.repeat(per_leaf, math.prod(shape)))
-    return jnp.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    return _joined(blocks)
 
 
 def per_buffer(tree: Any, values: Any) -> Any:
@@ -296,19 +301,18 @@ def per_buffer(tree: Any, values: Any) -> Any:
     return FlatTree(result, layout)
 
 
-def map_leafwise(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
+def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
     """``fn`` applied to each logical leaf; ``None`` entries stay ``None``.
 
     On a `FlatTree`, each run of equal-shape leaves is one ``(k, *shape)`` block
     and ``fn`` is vmapped over it: a segment operation with one batched
     reduction per distinct shape. ``fn`` must map an array to one of its shape.
     """
-    if not is_flat(tree):
-        return jax.tree.map(lambda x: None if x is None else fn(jnp.asarray(x)), tree,
-                            is_leaf=lambda x: x is None)
-    layout = tree.layout
+    if not is_flat(target):
+        return tree.tree_map_skip_none(fn, target)
+    layout = target.layout
     buffers = []
-    for spec, buffer in zip(layout.buffers, tree.buffers):
+    for spec, buffer in zip(layout.buffers, target.buffers):
         if buffer is None or spec.kept:
             buffers.append(None if buffer is None else fn(buffer))
             continue
@@ -324,5 +328,5 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
             block = jax.lax.slice_in_dim(buffer, offset, offset + length)
             mapped = jax.vmap(fn)(jnp.reshape(block, (len(members), *shape)))
             blocks.append(jnp.reshape(mapped, (length,)))
-        buffers.append(jnp.concatenate(blocks) if len(blocks) > 1 else blocks[0])
+        buffers.append(_joined(blocks))
     return FlatTree(buffers, layout)
