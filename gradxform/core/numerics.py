@@ -51,6 +51,26 @@ def abs_sq(x: jax.Array) -> jax.Array:
     return x * x
 
 
+@jax.custom_jvp
+def norm_sqrt(squared: jax.Array) -> jax.Array:
+    """``sqrt(squared)`` for a sum of squares, whose derivative at 0 is 0 instead of inf.
+
+    The value is a bare ``sqrt``: XLA treats it as expensive and never copies
+    it, or the sum feeding it, into the per-leaf kernels that read the norm. A
+    ``where`` after the ``sqrt`` is cheap, so XLA would copy the whole sum into
+    each of them: quadratic compile time in the number of leaves.
+    """
+    return jnp.sqrt(squared)
+
+
+@norm_sqrt.defjvp
+def _norm_sqrt_jvp(primals, tangents):
+    (squared,), (tangent,) = primals, tangents
+    root = jnp.sqrt(squared)
+    positive = squared > 0
+    return root, jnp.where(positive, tangent / (2 * jnp.where(positive, root, 1)), 0)
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
     """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
     top = np.iinfo(count.dtype).max
