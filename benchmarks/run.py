@@ -1,8 +1,9 @@
 """Benchmark gradxform against optax (and torch.optim where installed), side by side.
 
 Run ``python -m benchmarks.run`` from the repository root (``--smoke`` for a
-tiny run, ``--trees``/``--optimizers`` to filter, ``--repeats`` to override the
-number of timed steps, ``--markdown`` for a README table, ``--json PATH``).
+tiny run, ``--full`` to add the per-leaf parity cases on the 5,000-leaf tree,
+``--trees``/``--optimizers`` to filter, ``--repeats`` to override the number of
+timed steps, ``--markdown`` for a README table, ``--json PATH``).
 
 What is measured, for every tree x optimizer x library, in one process:
 
@@ -55,6 +56,12 @@ from benchmarks import measure, trees
 JAX_LIBS = ("gradxform", "optax", "gradxform-flat")
 TORCH_LIBS = {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}
 FULL_REPEATS = {"one_leaf": 15, "transformer": 15, "many_leaves": 5, "train_step": 5}
+# Each per-leaf compile of the 5,000-leaf tree takes 35-350 s on 2 cores. The default
+# run keeps the two that the flat-path ratios need (optax's adam update and train
+# step); --full adds the per-leaf parity cases, whose HLO is optax's own.
+FULL_ONLY = ("many_leaves/adam/gradxform", "train_step/adam/gradxform") + tuple(
+    f"many_leaves/{opt}/{lib}" for opt in ("adagrad", "clip_adamw")
+    for lib in ("gradxform", "optax"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--optimizers", nargs="+", choices=trees.OPTIMIZERS,
                    default=list(trees.OPTIMIZERS))
     p.add_argument("--repeats", type=int, default=None, help="timed steps for every case")
+    p.add_argument("--full", action="store_true",
+                   help="also the per-leaf 5,000-leaf cases (adds about 20 minutes on 2 cores)")
     p.add_argument("--no-train-step", action="store_true", help="skip the train-step block")
     p.add_argument("--skip", nargs="+", default=[], metavar="TREE/OPT/LIB",
                    help="leave out these cases (recorded as skipped in the JSON), e.g. "
@@ -117,8 +126,8 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
     libs, contenders = case["libraries"], {}
     for lib in JAX_LIBS:
         if f"{tree}/{opt}/{lib}" in cfg["skip"]:
-            libs[lib] = {"skipped": "--skip"}
-            print(f"skipped {tree}/{opt}/{lib} (--skip)")
+            libs[lib] = {"skipped": cfg["skip"][f"{tree}/{opt}/{lib}"]}
+            print(f"skipped {tree}/{opt}/{lib} ({libs[lib]['skipped']})")
             continue
         t0 = time.perf_counter()
         with phases(f"setup {tree}/{opt}/{lib}"):
@@ -221,7 +230,7 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
     libs, contenders = out["libraries"], {}
     for lib in JAX_LIBS:
         if f"train_step/adam/{lib}" in cfg["skip"]:
-            libs[lib] = {"skipped": "--skip"}
+            libs[lib] = {"skipped": cfg["skip"][f"train_step/adam/{lib}"]}
             continue
         params, xy = jax.tree.map(jnp.array, params_np), tuple(data)
         with phases(f"setup train_step/{lib}"):
@@ -371,7 +380,9 @@ def _json_default(x: Any) -> Any:
 
 def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
     torch_v = measure.torch_version()
-    cfg = {"torch": torch_v is not None, "skip": set(args.skip),
+    skip = {} if args.full or args.smoke else dict.fromkeys(FULL_ONLY, "default run; --full")
+    skip.update(dict.fromkeys(args.skip, "--skip"))
+    cfg = {"torch": torch_v is not None, "skip": skip,
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()}}
     if not torch_v:
