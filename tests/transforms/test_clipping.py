@@ -126,3 +126,31 @@ def test_clip_by_norm_keeps_keras_numbers_when_nothing_overflows():
     squared = jnp.sum(g * g)
     keras_formula = (g * 2.0) / jnp.maximum(jnp.sqrt(squared), 2.0)
     np.testing.assert_array_equal(updates["w"], jax.jit(lambda: keras_formula)())
+
+
+def test_clip_by_global_norm_derivative_at_zero_gradients_is_finite():
+    """Differentiating through the clip (meta-gradients) at g = 0: norm_sqrt's derivative is 0."""
+    tx = gx.clip_by_global_norm(1.0)
+
+    def clipped_sum(g):
+        return jnp.sum(tx.update({"w": g, "b": 2 * g}, tx.init({"w": g}))[0]["w"])
+
+    chex.assert_trees_all_equal(jax.grad(clipped_sum)(jnp.zeros(3)), jnp.ones(3))
+    chex.assert_trees_all_equal(jax.grad(gx.tree_global_norm)(jnp.zeros(3)), jnp.zeros(3))
+
+
+def _fused_lines(compiled_text):
+    return sum(block.count("\n") for block in compiled_text.split("\n\n")
+               if block.lstrip().startswith("%fused_computation"))
+
+
+def test_clip_by_global_norm_compiles_to_no_more_code_than_optax():
+    """A cheap op after the norm let XLA copy the whole sum over leaves into every
+    leaf's kernel (quadratic compile time: 343 s against optax's 4.9 s at 1,000 leaves)."""
+    grads = {f"p{i}": jnp.ones((4,), jnp.float32) for i in range(200)}
+    sizes = {}
+    for name, tx in (("gx", gx.clip_by_global_norm(1.0)), ("optax", optax.clip_by_global_norm(1.0))):
+        with jax.numpy_dtype_promotion("standard"):
+            compiled = jax.jit(tx.update).lower(grads, tx.init(grads)).compile()
+        sizes[name] = _fused_lines(compiled.as_text())
+    assert sizes["gx"] <= 1.1 * sizes["optax"], sizes
