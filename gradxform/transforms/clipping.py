@@ -93,18 +93,18 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         n = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}, \qquad
         u_i = \begin{cases} g_i & n < c \\ (g_i / n)\, c & \text{otherwise} \end{cases}
 
-    Same formula and numbers as ``optax.clip_by_global_norm``, and the same
-    compiled kernels; the norm is accumulated in at least float32. Non-finite
+    Same formula and numbers as ``optax.clip_by_global_norm``, compiled to the
+    same kernels apart from a guard that keeps zero gradients from computing
+    0/0; the norm is accumulated in at least float32. Non-finite
     gradients give visibly non-finite updates, as in optax: with an infinite
     entry :math:`n = \infty`, finite entries become 0 and infinite ones NaN;
     with a NaN entry every entry becomes NaN. Guard with ``apply_if_finite`` or
     dynamic loss scaling to skip such steps. Finite gradients whose squares
     overflow (:math:`n \gtrsim 1.8 \cdot 10^{19}` in float32) give
     :math:`n = \infty` and an all-zero update, as in optax: that step is
-    skipped. A rescue pass for that case was measured to cost more compile
-    time than the whole clip on many-leaf trees (XLA compiles one more kernel
-    per leaf), so it is left to ``tree_global_norm``, which logs the finite
-    norm. Pascanu et al., 2013.
+    skipped. A rescue pass for that case made compile time grow quadratically
+    with the number of leaves, so only ``tree_global_norm`` (for logging) keeps
+    it. Pascanu et al., 2013.
 
     Args:
       max_norm: :math:`c > 0`.
