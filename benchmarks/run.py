@@ -15,8 +15,9 @@ What is measured, for every tree x optimizer x library, in one process:
   (> 1: gradxform is faster). torch.optim runs ``opt.step()`` on tensors whose
   ``.grad`` is set once, with ``foreach=True`` and with ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
-  object (the persistent compilation cache is switched off for the run). The
-  executable that was timed is the one that is then stepped.
+  object (the persistent compilation cache is switched off for the run); the
+  minimum of 3 compiles on the two large-leaf trees, 1 where a compile takes
+  minutes. The last executable compiled is the one that is then stepped.
 * **bandwidth**: the minimal bytes an update must move per f32 parameter
   (adam 28: read p, g, m, v, write p, m, v; adagrad 20: read p, g, s, write
   p, s; clip_adamw 32: adam's plus one read of g for the norm) divided by the
@@ -56,6 +57,8 @@ from benchmarks import measure, trees
 JAX_LIBS = ("gradxform", "optax", "gradxform-flat")
 TORCH_LIBS = {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}
 FULL_REPEATS = {"one_leaf": 15, "transformer": 15, "many_leaves": 5, "train_step": 5}
+# Compiles per case (the minimum is reported); one where a compile takes minutes.
+COMPILE_REPEATS = {"one_leaf": 3, "transformer": 3, "many_leaves": 1, "train_step": 1}
 # Each per-leaf compile of the 5,000-leaf tree takes 35-350 s on 2 cores. The default
 # run keeps the two that the flat-path ratios need (optax's adam update and train
 # step); --full adds the per-leaf parity cases, whose HLO is optax's own.
@@ -134,7 +137,8 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
             s = setup_jax(lib, pair, params_np, grads)
         setup_s = time.perf_counter() - t0
         with phases(f"compile {tree}/{opt}/{lib}"):
-            c = measure.compile_step(s["fn"], s["args"], promotion=s["promotion"])
+            c = measure.compile_step(s["fn"], s["args"], promotion=s["promotion"],
+                                     repeats=cfg["compile_repeats"][tree])
         compiled = c.pop("compiled")
         libs[lib] = {**c, "setup_s": setup_s}
         contenders[lib] = measure.JaxStepper(compiled, *s["args"])
@@ -384,7 +388,8 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
     skip.update(dict.fromkeys(args.skip, "--skip"))
     cfg = {"torch": torch_v is not None, "skip": skip,
            "warmup": 1 if args.smoke else 2,
-           "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()}}
+           "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()},
+           "compile_repeats": {k: 1 if args.smoke else v for k, v in COMPILE_REPEATS.items()}}
     if not torch_v:
         print("torch not installed")
     results: dict[str, Any] = {"meta": {
@@ -393,7 +398,8 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         "torch": torch_v or "torch not installed", "python": sys.version.split()[0],
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
-        "repeats": cfg["repeats"], "compilation_cache": "disabled", "args": vars(args)},
+        "repeats": cfg["repeats"], "compile_repeats": cfg["compile_repeats"],
+        "compilation_cache": "disabled", "args": vars(args)},
         "cases": []}
     finals: dict[str, Any] = {}
     with phases("setup"):
