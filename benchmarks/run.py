@@ -53,9 +53,9 @@ import optax
 
 import gradxform as gx
 from benchmarks import measure, trees
+from benchmarks.report import print_markdown, print_phases, print_table
+from benchmarks.trees import JAX_LIBS, TORCH_LIBS
 
-JAX_LIBS = ("gradxform", "optax", "gradxform-flat")
-TORCH_LIBS = {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}
 FULL_REPEATS = {"one_leaf": 15, "transformer": 15, "many_leaves": 5, "train_step": 5}
 # Compiles per case (the minimum is reported); one where a compile takes minutes.
 COMPILE_REPEATS = {"one_leaf": 3, "transformer": 3, "many_leaves": 1, "train_step": 1}
@@ -266,88 +266,6 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
     out["targets"] = {"step optax/gradxform-flat": ">= 20", "compile optax/gradxform-flat": ">= 1",
                       "update-only step optax/gradxform-flat": ">= 50"}
     return out
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _triple(r: dict, key: str, spec: str, libs: tuple = JAX_LIBS, scale: float = 1.0) -> str:
-    """``"a/b/c"``: one value per library, ``-`` where missing."""
-    vals = [r.get(lib, {}).get(key) for lib in libs]
-    return "/".join(_fmt(None if v is None else v * scale, spec) for v in vals)
-
-
-def print_table(results: dict) -> None:
-    """One row per tree x optimizer; triples are gradxform/optax/gradxform-flat."""
-    torch = any("step_ms" in c["libraries"].get(t, {}) for c in results["cases"] for t in TORCH_LIBS)
-    cols = [("tree", 11), ("optimizer", 10), ("step ms gx/optax/flat", 24), ("optax/gx", 8),
-            ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
-            ("bw/stream", 15), ("XLA B/param", 13), ("peak MB", 17)]
-    if torch:
-        cols.append(("torch ms fe/fu", 15))
-    print("\nupdate + apply step; triples are gradxform / optax / gradxform-flat;"
-          " bw = minimal bytes per step / time, as a fraction of the copy / in-place stream")
-    print("  ".join(name.ljust(w) for name, w in cols))
-    for c in results["cases"]:
-        r, q = c["libraries"], c["ratios"]
-        cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
-                 _fmt(q.get("step optax/gradxform"), ".2f"),
-                 _fmt(q.get("step optax/gradxform-flat"), ".1f"),
-                 _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
-                 _triple(r, "bw_frac_stream", ".2f"), _triple(r, "xla_bytes_per_param", ".0f"),
-                 _triple(r, "peak_bytes", ".4g", scale=1e-6)]
-        if torch:
-            cells.append(_triple(r, "step_ms", ".4g", libs=tuple(TORCH_LIBS)))
-        print("  ".join(str(v).ljust(w) for v, (_, w) in zip(cells, cols)))
-    refs: dict[str, list[str]] = {}
-    for c in results["cases"]:
-        ref = c["references_GBps"]
-        refs.setdefault(f"{c['tree']} ({c['n_params']:,} floats)", []).append(
-            f"{c['optimizer']} {ref['copy']:.1f}/{ref['stream']:.1f}")
-    for tree, cells in refs.items():
-        print(f"  references, GB/s copy/stream, {tree}: " + ", ".join(cells))
-    ts = results.get("train_step")
-    if ts:
-        r, q = ts["libraries"], ts["ratios"]
-        print("\ntrain step (loss -> grad -> adam -> apply), many_leaves; gradxform/optax/flat:")
-        print(f"  step ms {_triple(r, 'step_ms', '.4g')}   compile s {_triple(r, 'compile_s', '.3g')}")
-        for k, v in q.items():
-            print(f"  {k}: {v:.2f}  (target {ts['targets'].get(k, '-')})")
-
-
-def print_markdown(results: dict) -> None:
-    """The ratio table as GitHub markdown (for the README)."""
-    print("\n| tree | optimizer | gradxform ms | optax ms | gradxform-flat ms | optax / gradxform"
-          " | optax / flat | compile s (gx / optax / flat) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    rows = list(results["cases"])
-    if results.get("train_step"):
-        rows.append({**results["train_step"], "optimizer": "adam, whole train step"})
-    for c in rows:
-        r, q = c["libraries"], c["ratios"]
-        ms = [format(r[lib]["step_ms"], ".4g") if "step_ms" in r.get(lib, {}) else "-"
-              for lib in JAX_LIBS]
-        ratio = [format(q[k], ".2f") if k in q else "-"
-                 for k in ("step optax/gradxform", "step optax/gradxform-flat")]
-        print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
-              f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
-
-
-def print_phases(results: dict) -> None:
-    """Where the wall time went, grouped by phase kind and tree, largest first."""
-    groups: dict[str, float] = {}
-    for name, s in results["phases_s"].items():
-        kind, _, what = name.partition(" ")
-        key = f"{kind} {what.split('/')[0]}".strip()
-        groups[key] = groups.get(key, 0.0) + s
-    print("\ntime breakdown (s):")
-    for key, s in sorted(groups.items(), key=lambda kv: -kv[1]):
-        print(f"  {key:<28} {s:7.1f}")
-    print("  largest single phases: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in sorted(results["phases_s"].items(), key=lambda kv: -kv[1])[:8]))
-    accounted = sum(results["phases_s"].values())
-    print(f"  unaccounted {results['total_wall_s'] - accounted:.1f}")
 
 
 def main(argv: list[str] | None = None) -> dict:

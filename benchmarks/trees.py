@@ -1,4 +1,4 @@
-"""The parameter trees and the optimizer pairs that the benchmark runs.
+"""The parameter trees, optimizer pairs and libraries that the benchmark runs.
 
 Trees are built as NumPy float32 arrays on the host, from a fixed seed, so that
 every library starts from the same numbers; each library then gets its own copy
@@ -31,6 +31,9 @@ SMOKE = {
     "many_leaves": {"n_leaves": 50, "leaf_size": 16},
 }
 TREES = tuple(FULL)
+# gradxform-flat is gradxform on gx.flat_tree(params); torch runs when installed.
+JAX_LIBS = ("gradxform", "optax", "gradxform-flat")
+TORCH_LIBS = {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}
 
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
