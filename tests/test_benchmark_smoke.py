@@ -54,10 +54,6 @@ class _Capture:
         self.text = self._buffer.getvalue()
 
 
-def _libraries() -> list[str]:
-    return ["gradxform", "optax", "gradxform-flat"]
-
-
 def _positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
@@ -67,7 +63,7 @@ def test_every_case_has_every_library(smoke):
     cases = {(c["tree"], c["optimizer"]): c for c in results["cases"]}
     assert set(cases) == {(t, o) for t in trees.TREES for o in trees.OPTIMIZERS}
     for (tree, opt), case in cases.items():
-        for lib in _libraries():
+        for lib in trees.JAX_LIBS:
             r = case["libraries"][lib]
             for key in ("step_ms", "compile_s", "bw_frac_copy", "bw_frac_stream", "peak_bytes"):
                 assert _positive_finite(r.get(key)), (tree, opt, lib, key, r.get(key))
@@ -79,7 +75,7 @@ def test_every_case_has_every_library(smoke):
 def test_train_step_block(smoke):
     results, _, _ = smoke
     block = results["train_step"]
-    for lib in _libraries():
+    for lib in trees.JAX_LIBS:
         assert _positive_finite(block["libraries"][lib]["step_ms"])
         assert _positive_finite(block["libraries"][lib]["compile_s"])
     assert _positive_finite(block["ratios"]["step optax/gradxform-flat"])
