@@ -23,7 +23,8 @@ import numpy as np
 
 
 def compile_step(fn: Callable, args: tuple, donate: tuple[int, ...] = (0, 1),
-                 promotion: str | None = None, repeats: int = 1) -> dict:
+                 promotion: str | None = None, repeats: int = 1,
+                 compiler_options: dict | None = None) -> dict:
     """Traces, lowers and compiles ``jax.jit(fn, donate_argnums=donate)`` on ``args``.
 
     Each of the ``repeats`` compiles wraps ``fn`` in a fresh function object, so
@@ -32,7 +33,7 @@ def compile_step(fn: Callable, args: tuple, donate: tuple[int, ...] = (0, 1),
     all of them. Returns the last compiled executable, XLA's bytes-accessed
     count and the memory analysis. ``promotion`` runs the trace under
     ``jax.numpy_dtype_promotion(promotion)`` (optax needs "standard" where the
-    ambient mode is "strict").
+    ambient mode is "strict"). ``compiler_options`` go to ``jax.jit``.
     """
     def promotion_context():
         return jax.numpy_dtype_promotion(promotion) if promotion else contextlib.nullcontext()
@@ -41,7 +42,8 @@ def compile_step(fn: Callable, args: tuple, donate: tuple[int, ...] = (0, 1),
     for _ in range(repeats):
         t0 = time.perf_counter()
         with promotion_context():
-            lowered = jax.jit(lambda *a: fn(*a), donate_argnums=donate).lower(*args)
+            lowered = jax.jit(lambda *a: fn(*a), donate_argnums=donate,
+                              compiler_options=compiler_options).lower(*args)
         t1 = time.perf_counter()
         compiled = lowered.compile()
         lower_s.append(t1 - t0)

@@ -21,7 +21,7 @@ from gradxform.core.primitives import (
 )
 from gradxform.core.inspection import tree_get, tree_set
 from gradxform.core.tree import tree_global_norm
-from gradxform.core.flat import FlatTree, flat_tree
+from gradxform.core.flat import FlatTree, flat_compiler_options, flat_tree
 from gradxform import keras, schedules
 from gradxform.interop import to_optax
 from gradxform.sharding import state_shardings
@@ -125,6 +125,7 @@ __all__ = [
     "dynamic_loss_scale",
     "ema",
     "finalize_params",
+    "flat_compiler_options",
     "flat_tree",
     "freeze",
     "from_config",

@@ -16,6 +16,9 @@
   ``jax.eval_shape(tx.init, flat)`` matches ``init``.
 * A whole train step: ``jax.grad`` through ``flat.unravel()`` is a `FlatTree`
   holding the per-leaf gradient, and training with it equals training per leaf.
+  Compiled with `flat_compiler_options` (the legacy CPU emitter) it trains as
+  the default compile does; the options are empty off CPU and leave out what
+  the installed jaxlib rejects.
 * Partly selected buffers: ``masked(clip_by_global_norm)`` takes the norm of the
   selected leaves only, ``freeze`` keeps its leaves bit for bit, ``partition``
   mixes labels inside one buffer. ``clip_by_norm`` clips each logical leaf,
@@ -47,6 +50,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gradxform as gx
+from gradxform.core import flat as flat_module
 from gradxform.core.tree import path_string
 from tests.factories import FACTORIES, NAMES
 from tests.helpers import FAST_COMPILE, assert_trees_bitwise_equal, is_none, jit_counting_traces
@@ -433,6 +437,45 @@ def test_gradient_through_unravel_is_a_flat_tree_of_the_per_leaf_gradient(keep):
         np.testing.assert_allclose(flat_loss, loss, rtol=1e-6)
     chex.assert_trees_all_close(flat.unravel(), params, rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_close(_unravel_all(flat_state), state, rtol=1e-5, atol=1e-7)
+
+
+# --- compiler options for a step that unravels --------------------------------------------------
+
+
+def test_flat_compiler_options_pick_the_legacy_cpu_emitter_and_nothing_elsewhere():
+    assert gx.flat_compiler_options("cpu") == {"xla_cpu_use_fusion_emitters": False}
+    assert gx.flat_compiler_options() == gx.flat_compiler_options(jax.default_backend())
+    for backend in ("gpu", "cuda", "rocm", "tpu"):
+        assert gx.flat_compiler_options(backend) == {}
+
+
+def test_flat_compiler_options_leave_out_an_option_this_jaxlib_rejects(monkeypatch):
+    monkeypatch.setattr(flat_module, "_CPU_FLAT_OPTIONS", {"xla_cpu_no_such_option": True})
+    assert gx.flat_compiler_options("cpu") == {}
+
+
+@pytest.mark.parametrize("backend", [0, ["cpu"]])
+def test_flat_compiler_options_of_a_backend_that_is_not_a_name_is_a_type_error(backend):
+    with pytest.raises(TypeError, match=r"flat_compiler_options: backend .*" + re.escape(repr(backend))):
+        gx.flat_compiler_options(backend)
+
+
+def test_a_train_step_compiled_with_flat_compiler_options_trains_as_the_default_compile():
+    tx = gx.chain(gx.clip_by_global_norm(0.5), gx.adamw(1e-2, weight_decay=1e-2, mask=["kernel"]))
+
+    def step(flat, state, tokens, targets):
+        grads = jax.grad(lambda f: _loss(f.unravel(), tokens, targets))(flat)
+        updates, state = tx.update(grads, state, flat)
+        return gx.apply_updates(flat, updates), state
+
+    tuned = jax.jit(step, compiler_options=gx.flat_compiler_options())
+    default = jax.jit(step)
+    flat = gx.flat_tree(_model_params())
+    runs = {"tuned": (flat, tx.init(flat)), "default": (flat, tx.init(flat))}
+    for seed in range(2, 5):
+        batch = _data(seed)
+        runs = {name: fn(*runs[name], *batch) for name, fn in (("tuned", tuned), ("default", default))}
+    chex.assert_trees_all_close(runs["tuned"], runs["default"], rtol=1e-6, atol=1e-7)
 
 
 # --- partly selected buffers -------------------------------------------------------------------
