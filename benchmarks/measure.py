@@ -224,18 +224,6 @@ def max_abs_diff(a: Any, b: Any) -> float:
                      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
-def flat_to_host(flat: Any, max_leaves_for_unravel: int = 256) -> Any:
-    """A host copy of ``flat.unravel()``.
-
-    Small trees go through the public ``unravel()``. An eager ``unravel()`` of
-    thousands of leaves compiles a split with one output per leaf (minutes on
-    CPU), so large trees are cut on the host from the layout's slots instead.
-    """
-    layout = getattr(flat, "layout", None)
-    slots = getattr(layout, "slots", None)
-    if slots is None or len(slots) <= max_leaves_for_unravel:
-        return to_numpy(flat.unravel())
-    buffers = [None if b is None else np.asarray(b) for b in flat.buffers]
-    leaves = [buffers[s.buffer].reshape(-1)[s.offset:s.offset + math.prod(s.shape)].reshape(s.shape)
-              for s in slots]
-    return layout.treedef.unflatten(leaves)
+def flat_to_host(flat: Any) -> Any:
+    """A host copy of ``flat.unravel()`` (an eager unravel compiles nothing)."""
+    return to_numpy(flat.unravel())
