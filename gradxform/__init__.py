@@ -21,7 +21,8 @@ from gradxform.core.primitives import (
 )
 from gradxform.core.inspection import tree_get, tree_set
 from gradxform.core.tree import tree_global_norm
-from gradxform.core.flat import FlatTree, flat_compiler_options, flat_tree
+from gradxform.core.compile_options import flat_compiler_options
+from gradxform.core.flat import FlatTree, flat_tree
 from gradxform import keras, schedules
 from gradxform.interop import to_optax
 from gradxform.sharding import state_shardings

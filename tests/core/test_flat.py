@@ -51,7 +51,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gradxform as gx
-from gradxform.core import flat as flat_module
+from gradxform.core import compile_options
 from gradxform.core.tree import path_string
 from tests.factories import FACTORIES, NAMES
 from tests.helpers import FAST_COMPILE, assert_trees_bitwise_equal, is_none, jit_counting_traces
@@ -475,7 +475,7 @@ def test_flat_compiler_options_pick_the_legacy_cpu_emitter_and_nothing_elsewhere
 
 
 def test_flat_compiler_options_leave_out_an_option_this_jaxlib_rejects(monkeypatch):
-    monkeypatch.setattr(flat_module, "_CPU_FLAT_OPTIONS", {"xla_cpu_no_such_option": True})
+    monkeypatch.setattr(compile_options, "_CPU_FLAT_OPTIONS", {"xla_cpu_no_such_option": True})
     assert gx.flat_compiler_options("cpu") == {}
 
 
