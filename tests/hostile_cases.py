@@ -149,6 +149,9 @@ SPECS = {
     "flat_tree": (gx.flat_tree, dict(params={"w": ARRAY2}),
                   dict(keep=[(3, TypeError), ("x", TypeError), (0.1, TypeError), (True, TypeError),
                              (["embedding"], TypeError), ({"w": True}, TypeError)])),
+    # backend is a platform name ("cpu", "gpu", "tpu") or None.
+    "flat_compiler_options": (gx.flat_compiler_options, {},
+                              dict(backend=[(0, TypeError), (["cpu"], TypeError), (1.5, TypeError)])),
     "freeze": (gx.freeze, {}, dict(mask=MASK)),
     # A malformed config is a ValueError whatever its type (tests/test_config.py).
     "from_config": (gx.from_config, {},
