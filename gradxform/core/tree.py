@@ -147,9 +147,10 @@ def tree_global_norm(tree: Any) -> jax.Array:
     .. math::
         \lVert T \rVert = \sqrt{\textstyle\sum_i \sum_j |x_{ij}|^2}
 
-    Finite entries whose squares overflow still give their finite norm (computed
-    as :math:`m \lVert T / m \rVert` with :math:`m` a power of two near the
-    largest magnitude); a NaN entry gives NaN, an infinite one inf.
+    Finite entries whose squares overflow still give their finite norm,
+    computed only then, in a ``lax.cond``, as :math:`2^k \lVert 2^{-k} T \rVert`
+    with :math:`2^k` the square root of the dtype's range (:math:`2^{64}` in
+    float32); a NaN entry gives NaN, an infinite one inf.
 
     Args:
       tree: a pytree of arrays; ``None`` entries are skipped.
@@ -159,8 +160,22 @@ def tree_global_norm(tree: Any) -> jax.Array:
       >>> gx.tree_global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
       Array(5., dtype=float32)
     """
-    inv_scale, scaled_norm = tree_norm_parts(tree)
-    return scaled_norm / inv_scale
+    plain = tree_plain_norm(tree)
+    if not jax.tree.leaves(tree):
+        return plain
+    # Reached only when the squares overflowed, so the norm is at least 2**64 in
+    # float32: entries whose scaled squares underflow (|x| < 2) change it by
+    # less than one part in 1e38 each. A fixed power of two, unlike one taken
+    # from the largest entry, needs no per-leaf max, which would add a second
+    # chain of reductions for XLA:CPU's fusion pass to count (compile time
+    # quadratic in the number of leaves).
+    scale = 2.0 ** -(jnp.finfo(plain.dtype).maxexp // 2)
+
+    def rescaled():
+        scaled = tree_map_skip_none(lambda x: numerics.upcast(x, plain.dtype) * scale, tree)
+        return tree_plain_norm(scaled).astype(plain.dtype) / scale
+
+    return jax.lax.cond(jnp.isposinf(plain), rescaled, lambda: plain)
 
 
 def tree_count_not_finite(tree: Any) -> jax.Array:

@@ -1,5 +1,7 @@
 """clip and clip_by_global_norm against optax; clip_by_norm against Keras's formula in NumPy."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -154,3 +156,32 @@ def test_clip_by_global_norm_compiles_to_no_more_code_than_optax():
             compiled = jax.jit(tx.update).lower(grads, tx.init(grads)).compile()
         sizes[name] = _fused_lines(compiled.as_text())
     assert sizes["gx"] <= 1.1 * sizes["optax"], sizes
+
+
+def test_tree_global_norm_pays_one_more_chain_of_sums_than_optax_not_two():
+    """The overflow rescue runs a second sum over the leaves, scaled by a fixed
+    power of two. Taking the scale from the largest entry added a chain of
+    per-leaf maxima too, which XLA:CPU's fusion pass counts quadratically
+    (1,000 leaves: 36 s to compile, against optax's 3.7 s; now 7.6 s)."""
+    grads = {f"p{i}": jnp.ones((4 + i,), jnp.float32) for i in range(50)}
+    reductions, lines = {}, {}
+    for name, norm in (("gx", gx.tree_global_norm), ("optax", optax.tree.norm)):
+        with jax.numpy_dtype_promotion("standard"):
+            text = jax.jit(norm).lower(grads).compile().as_text()
+        reductions[name] = len(re.findall(r" reduce\(", text))
+        lines[name] = _fused_lines(text)
+    assert reductions["gx"] <= 2 * reductions["optax"], reductions
+    assert lines["gx"] <= 4 * lines["optax"], lines
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64])
+def test_tree_global_norm_of_entries_whose_squares_overflow_is_the_float64_norm(dtype):
+    big = 6e4 if dtype == jnp.float16 else 3e20
+    rng = np.random.default_rng(0)
+    tree = {"huge": jnp.asarray([big, -big / 2], dtype),
+            "small": jnp.asarray(rng.standard_normal(1000), dtype),
+            "tiny": jnp.asarray(rng.standard_normal(7) * 1e-3, dtype), "none": None}
+    want = np.sqrt(sum(np.sum(np.abs(np.asarray(x).astype(np.complex128)) ** 2)
+                       for x in jax.tree.leaves(tree)))
+    for norm in (gx.tree_global_norm, jax.jit(gx.tree_global_norm)):
+        np.testing.assert_allclose(float(norm(tree)), want, rtol=1e-6)
