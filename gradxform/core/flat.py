@@ -142,11 +142,20 @@ def _eager(x: Any) -> bool:
     return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_fully_addressable
 
 
+def _placement(x: jax.Array) -> jax.sharding.Sharding:
+    """``x``'s devices, replicated: a sharding that fits an array of any shape."""
+    devices = list(x.sharding.device_set)
+    if len(devices) == 1:
+        return jax.sharding.SingleDeviceSharding(devices[0])
+    mesh = jax.sharding.Mesh(np.array(devices), ("replica",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
 def _packed(layout: Layout, spec: BufferSpec, arrays: list) -> jax.Array:
     members = [arrays[i] for i in spec.members]
     if len(members) > 1 and all(map(_eager, members)):
         host = np.concatenate([np.asarray(leaf).reshape(-1) for leaf in members])
-        return jax.device_put(host, members[0].sharding)
+        return jax.device_put(host, _placement(members[0]))
     return _joined([jnp.reshape(leaf, (-1,)) for leaf in members])
 
 
@@ -200,7 +209,7 @@ class FlatTree:
             if len(slots) > 1 and _eager(buffer):
                 host = np.asarray(buffer)
                 pieces = [host[s.offset:s.offset + s.size].reshape(s.shape) for s in slots]
-                for index, piece in zip(spec.members, jax.device_put(pieces, buffer.sharding)):
+                for index, piece in zip(spec.members, jax.device_put(pieces, _placement(buffer))):
                     leaves[index] = piece
                 continue
             cuts = np.cumsum([slot.size for slot in slots])[:-1]

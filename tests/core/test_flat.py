@@ -212,8 +212,22 @@ def test_eager_flat_tree_ravel_and_unravel_compile_nothing():
     assert compiles == []
     assert_trees_bitwise_equal(again, flat)
     assert_trees_bitwise_equal(tree, params)
-    for leaf, buffer_leaf in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
-        assert leaf.sharding == buffer_leaf.sharding
+    for leaf, original in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
+        assert leaf.devices() == original.devices()
+
+
+def test_eager_round_trip_of_leaves_with_a_rank_specific_sharding():
+    # A one-device NamedSharding is not "sharded", so such leaves go into the
+    # buffer; the buffer and the leaves cut from it must not inherit its rank.
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",))
+    spec = jax.sharding.PartitionSpec("x", None)
+    params = {"w": jax.device_put(jnp.ones((2, 3)), jax.sharding.NamedSharding(mesh, spec)),
+              "b": jax.device_put(jnp.arange(3.0)[None], jax.sharding.NamedSharding(mesh, spec))}
+    flat = gx.flat_tree(params)
+    assert len(flat.buffers) == 1
+    tree = flat.unravel()
+    assert_trees_bitwise_equal(tree, params)
+    assert all(leaf.devices() == {jax.devices()[0]} for leaf in jax.tree.leaves(tree))
 
 
 def test_round_trip_under_jit_and_one_layout_per_structure():
