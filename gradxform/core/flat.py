@@ -143,12 +143,15 @@ def _eager(x: Any) -> bool:
 
 
 def _placement(x: jax.Array) -> jax.sharding.Sharding:
-    """``x``'s devices, replicated: a sharding that fits an array of any shape."""
-    devices = list(x.sharding.device_set)
-    if len(devices) == 1:
-        return jax.sharding.SingleDeviceSharding(devices[0])
-    mesh = jax.sharding.Mesh(np.array(devices), ("replica",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    """``x``'s devices (and mesh), replicated: a sharding that fits an array of any shape."""
+    sharding = x.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(),
+                                          memory_kind=sharding.memory_kind)
+    if len(sharding.device_set) == 1:
+        return jax.sharding.SingleDeviceSharding(next(iter(sharding.device_set)),
+                                                 memory_kind=sharding.memory_kind)
+    return sharding  # several devices: replicated, since a buffer holds no sharded leaf
 
 
 def _packed(layout: Layout, spec: BufferSpec, arrays: list) -> jax.Array:
