@@ -93,9 +93,15 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         n = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}, \qquad
         u_i = \begin{cases} g_i & n < c \\ (g_i / n)\, c & \text{otherwise} \end{cases}
 
-    Same formula and numbers as ``optax.clip_by_global_norm``, compiled to the
-    same kernels apart from a guard that keeps zero gradients from computing
-    0/0; the norm is accumulated in at least float32. Non-finite
+    computed as one scale :math:`s = c / \max(n, c)` that multiplies every
+    entry, as Keras's ``global_clipnorm`` does (:math:`s = 1` exactly when
+    :math:`n \le c`, so unclipped updates are the gradients bit for bit).
+    ``optax.clip_by_global_norm`` divides every entry by :math:`n` instead;
+    the two agree to one rounding. The scale matters for speed: XLA:CPU copies
+    a multiply by a scalar into each kernel that reads the clipped gradient,
+    but materialises a per-entry division once, which cost adam after
+    clipping 16 more bytes per parameter on a transformer-shaped tree (60
+    against 44). The norm is accumulated in at least float32. Non-finite
     gradients give visibly non-finite updates, as in optax: with an infinite
     entry :math:`n = \infty`, finite entries become 0 and infinite ones NaN;
     with a NaN entry every entry becomes NaN. Guard with ``apply_if_finite`` or
@@ -118,14 +124,13 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         norm = tree.tree_plain_norm(updates)
-        keep = norm < numerics.hyperparameter(max_norm, norm.dtype)
-        # Kept updates never divide: no 0/0 to trip jax_debug_nans on zero gradients.
-        divisor = jnp.where(keep, jnp.ones_like(norm), norm)
+        bound = numerics.hyperparameter(max_norm, norm.dtype)
+        # c / max(n, c) never divides 0 by 0, and is exactly 1 when n <= c.
+        scale = bound / jnp.maximum(norm, bound)
 
         def leaf(g):
             g_c = numerics.upcast(g, norm.dtype)
-            clipped = (g_c / divisor.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
-            return jax.lax.select(keep, g, clipped.astype(g.dtype))
+            return (g_c * scale.astype(g_c.dtype)).astype(g.dtype)
 
         return tree.tree_map_skip_none(leaf, updates), state
 

@@ -185,3 +185,25 @@ def test_tree_global_norm_of_entries_whose_squares_overflow_is_the_float64_norm(
                        for x in jax.tree.leaves(tree)))
     for norm in (gx.tree_global_norm, jax.jit(gx.tree_global_norm)):
         np.testing.assert_allclose(float(norm(tree)), want, rtol=1e-6)
+
+
+def _adam_step_bytes_per_param(tx, params):
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return jax.tree.map(jnp.add, p, u), s
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return cost["bytes accessed"] / sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_clipped_gradient_is_not_materialised_between_clip_and_adam():
+    """A division by the norm per entry made XLA:CPU write the clipped gradient
+    out and read it back in each moment's kernel once the tree had several
+    leaves: 60 bytes per parameter for clip + adamw instead of 44."""
+    tx = gx.chain(gx.clip_by_global_norm(1.0), gx.adamw(1e-3, weight_decay=1e-4))
+    one = {"w": jnp.ones((3 * 4096,), jnp.float32)}
+    several = {f"w{i}": jnp.ones((64, 64), jnp.float32) for i in range(3)}
+    assert _adam_step_bytes_per_param(tx, one) < 45
+    assert _adam_step_bytes_per_param(tx, several) < 45
