@@ -126,15 +126,20 @@ class Reference:
 def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
                 repeats: int) -> dict[str, list[float]]:
     """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
-    call each, interleaved; returns each contender's per-call seconds."""
+    call each, interleaved; returns each contender's per-call seconds.
+
+    Round ``r`` starts at the ``r``-th contender (a rotation), so that no
+    contender always runs right after the same neighbour (say, the in-place
+    stream reference, which leaves the caches full of its own buffer)."""
     for _ in range(warmup):
         for call in contenders.values():
             call()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, call in contenders.items():
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            call()
+            contenders[name]()
             times[name].append(time.perf_counter() - t0)
     return times
 
@@ -142,6 +147,14 @@ def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
 def median(values: list[float]) -> float:
     """The median, or NaN for an empty list."""
     return statistics.median(values) if values else math.nan
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median over rounds of ``numerators[i] / denominators[i]``; NaN if empty.
+
+    Both lists come from the same `round_robin` rounds, so each pair was timed
+    back to back under the same load."""
+    return median([a / b for a, b in zip(numerators, denominators, strict=True)])
 
 
 def to_numpy(tree: Any) -> Any:

@@ -19,7 +19,7 @@ def print_table(results: dict) -> None:
     """One row per tree x optimizer; triples are gradxform/optax/gradxform-flat."""
     torch = any("step_ms" in c["libraries"].get(t, {}) for c in results["cases"] for t in TORCH_LIBS)
     cols = [("tree", 11), ("optimizer", 10), ("step ms gx/optax/flat", 24), ("optax/gx", 8),
-            ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
+            ("paired", 6), ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
             ("bw/stream", 15), ("XLA B/param", 13), ("peak MB", 17)]
     if torch:
         cols.append(("torch ms fe/fu", 15))
@@ -30,6 +30,7 @@ def print_table(results: dict) -> None:
         r, q = c["libraries"], c["ratios"]
         cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
                  _fmt(q.get("step optax/gradxform"), ".2f"),
+                 _fmt(q.get("step optax/gradxform paired"), ".2f"),
                  _fmt(q.get("step optax/gradxform-flat"), ".1f"),
                  _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
                  _triple(r, "bw_frac_stream", ".2f"), _triple(r, "xla_bytes_per_param", ".0f"),
@@ -56,8 +57,8 @@ def print_table(results: dict) -> None:
 def print_markdown(results: dict) -> None:
     """The ratio table as GitHub markdown (for the README)."""
     print("\n| tree | optimizer | gradxform ms | optax ms | gradxform-flat ms | optax / gradxform"
-          " | optax / flat | compile s (gx / optax / flat) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          " | paired | optax / flat | compile s (gx / optax / flat) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = list(results["cases"])
     if results.get("train_step"):
         rows.append({**results["train_step"], "optimizer": "adam, whole train step"})
@@ -66,7 +67,8 @@ def print_markdown(results: dict) -> None:
         ms = [format(r[lib]["step_ms"], ".4g") if "step_ms" in r.get(lib, {}) else "-"
               for lib in JAX_LIBS]
         ratio = [format(q[k], ".2f") if k in q else "-"
-                 for k in ("step optax/gradxform", "step optax/gradxform-flat")]
+                 for k in ("step optax/gradxform", "step optax/gradxform paired",
+                           "step optax/gradxform-flat")]
         print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
               f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
 

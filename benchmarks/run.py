@@ -10,9 +10,11 @@ What is measured, for every tree x optimizer x library, in one process:
 * **step time**: ``step(params, state, grads) -> (params, state)``, i.e. the
   update plus ``apply_updates``, jitted with params and state donated and the
   gradients fixed. Libraries are timed round-robin (one call each per round,
-  after a warm-up) and summarised by their median, so that the noise of this
+  the order rotated from round to round, after a warm-up) and summarised by their median, so that the noise of this
   shared machine hits all of them alike; ratios are optax time / gradxform time
-  (> 1: gradxform is faster). torch.optim runs ``opt.step()`` on tensors whose
+  (> 1: gradxform is faster): the ratio of the medians, and the *paired* ratio,
+  the median over rounds of the two calls' ratio within a round (back-to-back
+  calls share the machine's load of the moment, so drift cancels). torch.optim runs ``opt.step()`` on tensors whose
   ``.grad`` is set once, with ``foreach=True`` and with ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
   object (the persistent compilation cache is switched off for the run); the
@@ -190,6 +192,8 @@ def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
         r = libs.get(lib, {})
         if "step_ms" in r and "step_ms" in base:
             ratios[f"step optax/{lib}"] = base["step_ms"] / r["step_ms"]
+            ratios[f"step optax/{lib} paired"] = measure.paired_ratio(
+                base["step_ms_all"], r["step_ms_all"])
         if "compile_s" in r and "compile_s" in base:
             ratios[f"compile optax/{lib}"] = base["compile_s"] / r["compile_s"]
     for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"),

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import run, trees
+from benchmarks import measure, run, trees
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,17 @@ def test_train_step_block(smoke):
         assert _positive_finite(block["libraries"][lib]["step_ms"])
         assert _positive_finite(block["libraries"][lib]["compile_s"])
     assert _positive_finite(block["ratios"]["step optax/gradxform-flat"])
+    assert _positive_finite(block["ratios"]["step optax/gradxform-flat paired"])
+
+
+def test_round_robin_rotates_the_order_and_pairs_rounds():
+    calls = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = measure.round_robin(contenders, warmup=1, repeats=4)
+    assert calls == list("abc" "abc" "bca" "cab" "abc")
+    assert all(len(t) == 4 for t in times.values())
+    assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
+    assert math.isnan(measure.paired_ratio([], []))
 
 
 def test_metadata_and_reports(smoke):
