@@ -10,12 +10,14 @@ What is measured, for every tree x optimizer x library, in one process:
 * **step time**: ``step(params, state, grads) -> (params, state)``, i.e. the
   update plus ``apply_updates``, jitted with params and state donated and the
   gradients fixed. Libraries are timed round-robin (one call each per round,
-  the order rotated from round to round, after a warm-up) and summarised by their median, so that the noise of this
-  shared machine hits all of them alike; ratios are optax time / gradxform time
-  (> 1: gradxform is faster): the ratio of the medians, and the *paired* ratio,
-  the median over rounds of the two calls' ratio within a round (back-to-back
-  calls share the machine's load of the moment, so drift cancels). torch.optim runs ``opt.step()`` on tensors whose
-  ``.grad`` is set once, with ``foreach=True`` and with ``fused=True``.
+  the order rotated from round to round, after a warm-up) and summarised by
+  their median, so that the noise of this shared machine hits all of them
+  alike; ratios are optax time / gradxform time (> 1: gradxform is faster):
+  the ratio of the medians, and the *paired* ratio, the median over rounds of
+  the two calls' ratio within a round (back-to-back calls share the machine's
+  load of the moment, so drift cancels). torch.optim runs ``opt.step()`` on
+  tensors whose ``.grad`` is set once, with ``foreach=True`` and with
+  ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
   object (the persistent compilation cache is switched off for the run); the
   minimum of 3 compiles on the 1-leaf tree and of 2 on the transformer tree,
