@@ -332,19 +332,25 @@ def per_buffer(tree: Any, values: Any) -> Any:
 
 
 def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
-    """``fn`` applied to each logical leaf; ``None`` entries stay ``None``.
+    """``fn`` applied to each logical leaf, as rows; ``None`` entries stay ``None``.
 
-    On a `FlatTree`, each run of equal-shape leaves is one ``(k, *shape)`` block
-    and ``fn`` is vmapped over it: a segment operation with one batched
-    reduction per distinct shape. ``fn`` must map an array to one of its shape.
+    ``fn`` takes leaves stacked on a new leading axis, one leaf per row, and
+    returns an array of that shape. A leaf of a plain tree is one row. On a
+    `FlatTree`, each run of equal-shape leaves is one ``(k, *shape)`` block: a
+    segment operation with one batched reduction per distinct shape, and one
+    ``lax.cond`` where ``fn`` has one (under ``vmap`` a cond per leaf would run
+    both branches).
     """
+    def one_row(leaf):
+        return fn(leaf[None])[0]
+
     if not is_flat(target):
-        return tree.tree_map_skip_none(fn, target)
+        return tree.tree_map_skip_none(one_row, target)
     layout = target.layout
     buffers = []
     for spec, buffer in zip(layout.buffers, target.buffers):
         if buffer is None or spec.kept:
-            buffers.append(None if buffer is None else fn(buffer))
+            buffers.append(None if buffer is None else one_row(buffer))
             continue
         expected = sum(layout.slots[i].size for i in spec.members)
         if jnp.shape(buffer) != (expected,):
@@ -356,7 +362,7 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
         for offset, shape, members in spec.runs(layout.slots):
             length = len(members) * math.prod(shape)
             block = jax.lax.slice_in_dim(buffer, offset, offset + length)
-            mapped = jax.vmap(fn)(jnp.reshape(block, (len(members), *shape)))
+            mapped = fn(jnp.reshape(block, (len(members), *shape)))
             blocks.append(jnp.reshape(mapped, (length,)))
         buffers.append(_joined(blocks))
     return FlatTree(buffers, layout)

@@ -7,7 +7,6 @@ filtered a parameter out (Equinox's ``eqx.filter``). The helpers here keep such
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -98,47 +97,6 @@ def tree_plain_norm(tree: Any) -> jax.Array:
     The same numbers as ``optax.tree.norm``; squares that overflow give inf.
     """
     return numerics.norm_sqrt(tree_squared_norm(tree))
-
-
-def tree_norm_parts(tree: Any, headroom: float = 1.0) -> tuple[jax.Array, jax.Array]:
-    r"""The global L2 norm as ``scaled_norm / inv_scale``, computed without needless overflow.
-
-    Normally ``inv_scale`` is 1 and ``scaled_norm`` is ``sqrt(sum |x|**2)``. When
-    that sum of squares, or the norm times ``headroom``, overflows although every
-    entry is finite, ``inv_scale`` is :math:`2^{-e}` with :math:`2^e` about the
-    largest magnitude :math:`m`, and ``scaled_norm`` is
-    :math:`\lVert T\, 2^{-e} \rVert`. Multiplying by a power of two is exact,
-    and :math:`2^{-e}` stays a normal number (XLA flushes subnormals to zero,
-    which a division by :math:`m` itself would hit). Only that rare case pays
-    for the second pass, in a ``lax.cond``. A NaN or infinite entry gives the
-    plain, non-finite norm, and the derivative at 0 is finite.
-    """
-    leaves = jax.tree.leaves(tree)
-    plain = tree_plain_norm(tree)
-    # Derived from the norm so that, inside shard_map, it varies over the same mesh
-    # axes as the norm does (both lax.cond branches must agree on that).
-    one = jnp.ones_like(plain)
-    if not leaves:
-        return one, plain
-
-    def rescaled():
-        largest = functools.reduce(
-            jnp.maximum, [jnp.max(jnp.abs(x), initial=0).astype(plain.dtype) for x in leaves]
-        )
-        finite = jnp.isfinite(largest)
-        top = jnp.finfo(plain.dtype).maxexp - 2  # 2**-top is still a normal number
-        exponent = jnp.clip(jnp.floor(jnp.log2(jnp.where(finite, largest, 1))), 0, top)
-        inv_scale = jnp.ldexp(one, -exponent.astype(jnp.int32))
-
-        def scaled_squares(x):
-            x_c = numerics.upcast(x, plain.dtype)
-            return jnp.sum(numerics.abs_sq(x_c * inv_scale.astype(x_c.dtype)))
-
-        scaled_norm = jnp.sqrt(functools.reduce(jnp.add, map(scaled_squares, leaves)))
-        return jnp.where(finite, inv_scale, one), jnp.where(finite, scaled_norm, plain)
-
-    overflowed = jnp.isposinf(plain * numerics.hyperparameter(headroom, plain.dtype))
-    return jax.lax.cond(overflowed, rescaled, lambda: (one, plain))
 
 
 def tree_global_norm(tree: Any) -> jax.Array:

@@ -650,6 +650,17 @@ def test_clip_by_norm_rescues_an_overflowing_leaf_inside_a_run_of_equal_shapes()
     assert_trees_bitwise_equal({"b": got["b"], "c": got["c"]}, {"b": grads["b"], "c": grads["c"]})
 
 
+def test_clip_by_norm_on_a_flat_tree_pays_the_overflow_pass_only_when_needed():
+    """A ``lax.cond`` per leaf, vmapped over a run of equal shapes, became a select
+    that ran the rescue pass (a max and a second sum of squares) on every step:
+    53 ms against 35 to 41 ms for clip_by_norm + adam on the flat transformer tree."""
+    grads = {f"w{i}": jnp.ones((8,), jnp.float32) for i in range(4)}
+    flat = gx.flat_tree(grads)
+    tx = gx.clip_by_norm(1.0)
+    text = jax.jit(tx.update).lower(flat.ravel(grads), tx.init(flat)).compile().as_text()
+    assert text[text.index("ENTRY"):].count(" conditional(") == 1
+
+
 # --- the rest of the API with FlatTrees ----------------------------------------------------------
 
 
