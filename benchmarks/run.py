@@ -21,7 +21,8 @@ What is measured, for every tree x optimizer x library, in one process:
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
   object (the persistent compilation cache is switched off for the run); the
   minimum of 3 compiles on the 1-leaf tree and of 2 on the transformer tree,
-  1 where a compile takes minutes. The last executable compiled is the one that is then stepped.
+  1 where a compile takes minutes. The last executable compiled is the one
+  that is then stepped.
 * **bandwidth**: the minimal bytes an update must move per f32 parameter
   (adam 28: read p, g, m, v, write p, m, v; adagrad 20: read p, g, s, write
   p, s; clip_adamw 32: adam's plus one read of g for the norm) divided by the

@@ -154,7 +154,7 @@ def _placement(x: jax.Array) -> jax.sharding.Sharding:
     return sharding  # several devices: replicated, since a buffer holds no sharded leaf
 
 
-def _packed(layout: Layout, spec: BufferSpec, arrays: list) -> jax.Array:
+def _packed(spec: BufferSpec, arrays: list) -> jax.Array:
     members = [arrays[i] for i in spec.members]
     if len(members) > 1 and all(map(_eager, members)):
         host = np.concatenate([np.asarray(leaf).reshape(-1) for leaf in members])
@@ -163,7 +163,7 @@ def _packed(layout: Layout, spec: BufferSpec, arrays: list) -> jax.Array:
 
 
 def _pack(layout: Layout, arrays: list) -> list:
-    return [arrays[spec.members[0]] if spec.kept else _packed(layout, spec, arrays)
+    return [arrays[spec.members[0]] if spec.kept else _packed(spec, arrays)
             for spec in layout.buffers]
 
 

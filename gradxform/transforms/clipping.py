@@ -73,11 +73,9 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
         # ||g|| = scaled_norm / inv_scale; inv_scale = 1 unless the squares or ||g|| c overflow.
         inv_scale, scaled_norm = numerics.rows_norm_parts(g_c, headroom=max_norm)
         bound = numerics.hyperparameter(max_norm, scaled_norm.dtype)
-        per_row = (g.shape[0],) + (1,) * (g.ndim - 1)
         denominator = jnp.maximum(scaled_norm, bound * inv_scale).astype(g_c.dtype)
-        numerator = (g_c * inv_scale.astype(g_c.dtype).reshape(per_row)) * numerics.hyperparameter(
-            max_norm, g_c.dtype)
-        return (numerator / denominator.reshape(per_row)).astype(g.dtype)
+        numerator = (g_c * inv_scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
+        return (numerator / denominator).astype(g.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
