@@ -5,6 +5,14 @@ Noise handling: the machine is shared, so the contenders of one comparison are
 timed *interleaved*, one call each per round (A B C A B C ...), and each is
 summarised by its median. A slow minute then hits every contender alike, and
 outliers do not move the median.
+
+Before each round every contender moves its buffers to fresh allocations
+(``replace_buffers``). On this machine the speed of a memory-bound step
+depends on where its buffers happen to lie: two steppers running the *same*
+executable on equal buffers differed by up to 22% for a whole run when each
+kept its buffers (a donated step reuses them forever), and by 3 to 6% once
+they were re-allocated every round. Run-long placement luck would otherwise
+decide the sign of a ratio between identical kernels.
 """
 
 from __future__ import annotations
@@ -98,6 +106,10 @@ class JaxStepper:
         jax.block_until_ready((self.params, self.state))
         self.steps += 1
 
+    def replace_buffers(self) -> None:
+        """Moves params, state and the other arguments to freshly allocated copies."""
+        self.params, self.state, self.rest = fresh_copy((self.params, self.state, self.rest))
+
 
 class Reference:
     """A bandwidth reference on ``n`` float32 elements, moving 8 bytes per element.
@@ -115,6 +127,10 @@ class Reference:
             self.compiled = jax.jit(lambda v: v * 0.5 + 1.0, donate_argnums=0).lower(x).compile()
         self.x = x
 
+    def replace_buffers(self) -> None:
+        """Moves ``x`` to a freshly allocated copy."""
+        self.x = fresh_copy(self.x)
+
     def __call__(self) -> None:
         if self.kind == "copy":
             jax.block_until_ready(self.compiled(self.x))
@@ -123,21 +139,33 @@ class Reference:
             jax.block_until_ready(self.x)
 
 
+def fresh_copy(tree: Any) -> Any:
+    """Copies of every array in ``tree``, in newly allocated buffers (untimed set-up)."""
+    return jax.block_until_ready(jax.tree.map(jnp.copy, tree))
+
+
 def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
-                repeats: int) -> dict[str, list[float]]:
+                repeats: int, fresh_buffers: bool = True) -> dict[str, list[float]]:
     """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
     call each, interleaved; returns each contender's per-call seconds.
 
     Round ``r`` starts at the ``r``-th contender (a rotation), so that no
     contender always runs right after the same neighbour (say, the in-place
-    stream reference, which leaves the caches full of its own buffer)."""
+    stream reference, which leaves the caches full of its own buffer). If
+    ``fresh_buffers``, then before a round's timed calls each contender that
+    has a ``replace_buffers`` method moves to fresh buffers, in the round's
+    order (untimed; see the module docstring for why)."""
     for _ in range(warmup):
         for call in contenders.values():
             call()
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            if fresh_buffers and hasattr(contenders[name], "replace_buffers"):
+                contenders[name].replace_buffers()
+        for name in order:
             t0 = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - t0)
@@ -189,6 +217,25 @@ class TorchStepper:
             self.pre_step()
         self.opt.step()
         self.steps += 1
+
+    def replace_buffers(self) -> None:
+        """Moves the params, their ``.grad`` and the optimizer state to fresh clones.
+
+        The list of tensors is updated in place, so a ``pre_step`` that closes
+        over it (gradient clipping) sees the new tensors."""
+        import torch
+
+        with torch.no_grad():
+            fresh = {}
+            for old in self.tensors:
+                fresh[id(old)] = new = old.detach().clone()
+                new.grad = old.grad.clone()
+                if old in self.opt.state:
+                    self.opt.state[new] = {k: v.clone() if isinstance(v, torch.Tensor) else v
+                                           for k, v in self.opt.state.pop(old).items()}
+            for group in self.opt.param_groups:
+                group["params"] = [fresh[id(p)] for p in group["params"]]
+            self.tensors[:] = [fresh[id(t)] for t in self.tensors]
 
     def state_bytes(self) -> int:
         """Bytes of params + grads + optimizer state tensors, after a step."""

@@ -19,18 +19,20 @@ def print_table(results: dict) -> None:
     """One row per tree x optimizer; triples are gradxform/optax/gradxform-flat."""
     torch = any("step_ms" in c["libraries"].get(t, {}) for c in results["cases"] for t in TORCH_LIBS)
     cols = [("tree", 11), ("optimizer", 10), ("step ms gx/optax/flat", 24), ("optax/gx", 8),
-            ("paired", 6), ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
+            ("paired", 6), ("A/A", 5), ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
             ("bw/stream", 15), ("XLA B/param", 13), ("peak MB", 17)]
     if torch:
         cols.append(("torch ms fe/fu", 15))
     print("\nupdate + apply step; triples are gradxform / optax / gradxform-flat;"
-          " bw = minimal bytes per step / time, as a fraction of the copy / in-place stream")
+          " bw = minimal bytes per step / time, as a fraction of the copy / in-place stream;"
+          " A/A = optax / optax again (paired), the noise floor")
     print("  ".join(name.ljust(w) for name, w in cols))
     for c in results["cases"]:
         r, q = c["libraries"], c["ratios"]
         cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
                  _fmt(q.get("step optax/gradxform"), ".2f"),
                  _fmt(q.get("step optax/gradxform paired"), ".2f"),
+                 _fmt(q.get("step optax/optax-again paired"), ".2f"),
                  _fmt(q.get("step optax/gradxform-flat"), ".1f"),
                  _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
                  _triple(r, "bw_frac_stream", ".2f"), _triple(r, "xla_bytes_per_param", ".0f"),
@@ -57,8 +59,8 @@ def print_table(results: dict) -> None:
 def print_markdown(results: dict) -> None:
     """The ratio table as GitHub markdown (for the README)."""
     print("\n| tree | optimizer | gradxform ms | optax ms | gradxform-flat ms | optax / gradxform"
-          " | paired | optax / flat | compile s (gx / optax / flat) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          " | paired | A/A | optax / flat | compile s (gx / optax / flat) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = list(results["cases"])
     if results.get("train_step"):
         rows.append({**results["train_step"], "optimizer": "adam, whole train step"})
@@ -68,7 +70,7 @@ def print_markdown(results: dict) -> None:
               for lib in JAX_LIBS]
         ratio = [format(q[k], ".2f") if k in q else "-"
                  for k in ("step optax/gradxform", "step optax/gradxform paired",
-                           "step optax/gradxform-flat")]
+                           "step optax/optax-again paired", "step optax/gradxform-flat")]
         print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
               f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
 

@@ -15,7 +15,10 @@ What is measured, for every tree x optimizer x library, in one process:
   alike; ratios are optax time / gradxform time (> 1: gradxform is faster):
   the ratio of the medians, and the *paired* ratio, the median over rounds of
   the two calls' ratio within a round (back-to-back calls share the machine's
-  load of the moment, so drift cancels). torch.optim runs ``opt.step()`` on
+  load of the moment, so drift cancels). Every contender moves to freshly
+  allocated buffers before each round (``measure`` says why), and an A/A
+  control, optax's executable stepped a second time on its own buffers,
+  gives the run's noise floor: ``step optax/optax-again``, 1.0 but for noise. torch.optim runs ``opt.step()`` on
   tensors whose ``.grad`` is set once, with ``foreach=True`` and with
   ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
@@ -62,6 +65,14 @@ from benchmarks import measure, trees
 from benchmarks.report import print_markdown, print_phases, print_table
 from benchmarks.trees import JAX_LIBS, TORCH_LIBS
 
+# Buffers are re-allocated every round on trees that stream from memory. The
+# 5,000-leaf tree (320 KB) lives in cache, and copying its 20,000 arrays one
+# by one (0.55 s per contender and round) would add about 40 s to the
+# 5-minute run; the smoke run re-allocates everywhere, to exercise the path.
+FRESH_BUFFERS_MIN_PARAMS = 1 << 20
+# A second stepper on optax's own executable: the optax/optax ratio is the
+# noise floor of the run, against which the optax/gradxform ratio is read.
+AGAIN = "optax-again"
 FULL_REPEATS = {"one_leaf": 15, "transformer": 15, "many_leaves": 5, "train_step": 5}
 # Compiles per case (the minimum is reported); one where a compile takes minutes.
 COMPILE_REPEATS = {"one_leaf": 3, "transformer": 2, "many_leaves": 1, "train_step": 1}
@@ -147,6 +158,10 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
                                      repeats=cfg["compile_repeats"][tree])
         compiled = c.pop("compiled")
         libs[lib] = {**c, "setup_s": setup_s}
+        if lib == "optax":
+            contenders[AGAIN] = measure.JaxStepper(compiled, *measure.fresh_copy(s["args"]))
+            contenders[AGAIN].final = s["final"]
+            libs[AGAIN] = {"note": "optax's executable again, on its own buffers (A/A control)"}
         contenders[lib] = measure.JaxStepper(compiled, *s["args"])
         contenders[lib].final = s["final"]
     if cfg["torch"]:
@@ -161,7 +176,8 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
         contenders["ref:copy"] = measure.Reference("copy", n)
         contenders["ref:stream"] = measure.Reference("stream", n)
     with phases(f"timing {tree}/{opt}"):
-        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree])
+        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree],
+                                    fresh_buffers=n >= cfg["fresh_buffers_min_params"])
     ref = {k.split(":")[1]: contenders[k].bytes / measure.median(times[k]) for k in
            ("ref:copy", "ref:stream")}
     case["references_GBps"] = {k: v / 1e9 for k, v in ref.items()}
@@ -191,7 +207,7 @@ def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
     """optax / gradxform ratios of step and compile time; param agreement."""
     libs, ratios, checks = case["libraries"], {}, {}
     base = libs.get("optax", {})
-    for lib in ("gradxform", "gradxform-flat", *TORCH_LIBS):
+    for lib in ("gradxform", "gradxform-flat", AGAIN, *TORCH_LIBS):
         r = libs.get(lib, {})
         if "step_ms" in r and "step_ms" in base:
             ratios[f"step optax/{lib}"] = base["step_ms"] / r["step_ms"]
@@ -199,7 +215,7 @@ def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
                 base["step_ms_all"], r["step_ms_all"])
         if "compile_s" in r and "compile_s" in base:
             ratios[f"compile optax/{lib}"] = base["compile_s"] / r["compile_s"]
-    for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"),
+    for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"), (AGAIN, "optax"),
                  ("gradxform-flat", "optax"), ("torch-foreach", "optax"), ("torch-fused", "optax")):
         if f"{key}/{a}" in finals and f"{key}/{b}" in finals:
             checks[f"max_abs_diff {a} vs {b}"] = measure.max_abs_diff(finals[f"{key}/{a}"],
@@ -269,7 +285,8 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
         contenders[lib] = measure.JaxStepper(c.pop("compiled"), params, state, *xy)
         libs[lib] = {**c, "compiler_options": options}
     with phases("timing train_step"):
-        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"])
+        times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"],
+                                    fresh_buffers=cfg["fresh_buffers_min_params"] == 0)
     for lib, stepper in contenders.items():
         libs[lib].update(step_ms=1e3 * measure.median(times[lib]),
                          step_ms_all=[1e3 * t for t in times[lib]], steps=stepper.steps)
@@ -320,7 +337,8 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
     cfg = {"torch": torch_v is not None, "skip": skip,
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()},
-           "compile_repeats": {k: 1 if args.smoke else v for k, v in COMPILE_REPEATS.items()}}
+           "compile_repeats": {k: 1 if args.smoke else v for k, v in COMPILE_REPEATS.items()},
+           "fresh_buffers_min_params": 0 if args.smoke else FRESH_BUFFERS_MIN_PARAMS}
     if not torch_v:
         print("torch not installed")
     results: dict[str, Any] = {"meta": {
@@ -330,6 +348,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
         "repeats": cfg["repeats"], "compile_repeats": cfg["compile_repeats"],
+        "fresh_buffers_min_params": cfg["fresh_buffers_min_params"],
         "compilation_cache": "disabled", "args": vars(args)},
         "cases": []}
     finals: dict[str, Any] = {}

@@ -68,6 +68,8 @@ def test_every_case_has_every_library(smoke):
             for key in ("step_ms", "compile_s", "bw_frac_copy", "bw_frac_stream", "peak_bytes"):
                 assert _positive_finite(r.get(key)), (tree, opt, lib, key, r.get(key))
             assert r["steps"] == case["libraries"]["optax"]["steps"] > 0
+        assert _positive_finite(case["ratios"]["step optax/optax-again paired"])
+        assert case["param_checks"]["max_abs_diff optax-again vs optax"] == 0.0
         assert _positive_finite(case["references_GBps"]["copy"])
         assert _positive_finite(case["references_GBps"]["stream"])
 
@@ -82,14 +84,73 @@ def test_train_step_block(smoke):
     assert _positive_finite(block["ratios"]["step optax/gradxform-flat paired"])
 
 
+class _Recorder:
+    """A contender that logs its calls ("a") and buffer moves ("A")."""
+
+    def __init__(self, name: str, log: list):
+        self.name, self.log = name, log
+
+    def __call__(self) -> None:
+        self.log.append(self.name)
+
+    def replace_buffers(self) -> None:
+        self.log.append(self.name.upper())
+
+
 def test_round_robin_rotates_the_order_and_pairs_rounds():
     calls = []
     contenders = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     times = measure.round_robin(contenders, warmup=1, repeats=4)
     assert calls == list("abc" "abc" "bca" "cab" "abc")
     assert all(len(t) == 4 for t in times.values())
+    log: list = []
+    contenders = {name: _Recorder(name, log) for name in "ab"}
+    contenders["c"] = lambda: log.append("c")  # no buffers to move
+    measure.round_robin(contenders, warmup=1, repeats=2)
+    assert "".join(log) == "abc" "AB" "abc" "BA" "bca"
     assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
     assert math.isnan(measure.paired_ratio([], []))
+
+
+def test_a_stepper_moved_to_fresh_buffers_steps_on_from_the_same_values():
+    import jax
+    import jax.numpy as jnp
+
+    step = jax.jit(lambda p, s, g: (p - g, s + 1), donate_argnums=(0, 1))
+    params, state, grads = jnp.arange(4.0), jnp.int32(0), jnp.ones(4)
+    stepper = measure.JaxStepper(step.lower(params, state, grads).compile(), params, state, grads)
+    stepper()
+    before = [x.unsafe_buffer_pointer() for x in (stepper.params, *stepper.rest)]
+    stepper.replace_buffers()
+    after = [x.unsafe_buffer_pointer() for x in (stepper.params, *stepper.rest)]
+    assert not set(before) & set(after)
+    stepper()
+    np.testing.assert_array_equal(stepper.params, np.arange(4.0) - 2)
+    assert int(stepper.state) == 2 and stepper.steps == 2
+    reference = measure.Reference("stream", 8)
+    old = reference.x.unsafe_buffer_pointer()
+    reference.replace_buffers()
+    reference()
+    assert reference.x.unsafe_buffer_pointer() != old
+
+
+@pytest.mark.parametrize("opt", trees.OPTIMIZERS)
+def test_a_torch_stepper_moved_to_fresh_buffers_matches_one_that_was_not(opt):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (5,))]
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    make = trees.optimizers()[opt].torch
+    kept, moved = (measure.TorchStepper(make, params, grads, {"foreach": True}) for _ in range(2))
+    for _ in range(3):
+        old = [t.data_ptr() for t in moved.tensors]
+        moved.replace_buffers()
+        assert not set(old) & {t.data_ptr() for t in moved.tensors}
+        kept()
+        moved()
+    assert len(moved.opt.state) == len(params)
+    for a, b in zip(kept.final_params(), moved.final_params()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_metadata_and_reports(smoke):
