@@ -6,13 +6,15 @@ timed *interleaved*, one call each per round (A B C A B C ...), and each is
 summarised by its median. A slow minute then hits every contender alike, and
 outliers do not move the median.
 
-Before each round every contender moves its buffers to fresh allocations
-(``replace_buffers``). On this machine the speed of a memory-bound step
-depends on where its buffers happen to lie: two steppers running the *same*
-executable on equal buffers differed by up to 22% for a whole run when each
-kept its buffers (a donated step reuses them forever), and by 3 to 6% once
-they were re-allocated every round. Run-long placement luck would otherwise
-decide the sign of a ratio between identical kernels.
+On request, before each round every contender moves its buffers to fresh
+allocations (``replace_buffers``). On this machine the speed of a
+memory-bound step depends on where its buffers happen to lie: two steppers
+running the *same* executable on equal 64 MB buffers differed by up to 22%
+for a whole run when each kept its buffers (a donated step reuses them
+forever), and by 3 to 6% once they were re-allocated every round. Without
+it, run-long placement luck can decide the sign of a ratio between identical
+kernels. It costs about 1 s per round on the 16M-float trees (fresh pages are
+faulted in), so only parity runs use it.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def fresh_copy(tree: Any) -> Any:
 
 
 def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
-                repeats: int, fresh_buffers: bool = True) -> dict[str, list[float]]:
+                repeats: int, fresh_buffers: bool = False) -> dict[str, list[float]]:
     """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
     call each, interleaved; returns each contender's per-call seconds.
 

@@ -2,6 +2,7 @@
 
 Run ``python -m benchmarks.run`` from the repository root (``--smoke`` for a
 tiny run, ``--full`` to add the per-leaf parity cases on the 5,000-leaf tree,
+``--fresh-buffers`` for parity runs between equal kernels,
 ``--trees``/``--optimizers`` to filter, ``--repeats`` to override the number of
 timed steps, ``--markdown`` for a README table, ``--json PATH``).
 
@@ -15,10 +16,11 @@ What is measured, for every tree x optimizer x library, in one process:
   alike; ratios are optax time / gradxform time (> 1: gradxform is faster):
   the ratio of the medians, and the *paired* ratio, the median over rounds of
   the two calls' ratio within a round (back-to-back calls share the machine's
-  load of the moment, so drift cancels). Every contender moves to freshly
-  allocated buffers before each round (``measure`` says why), and an A/A
-  control, optax's executable stepped a second time on its own buffers,
-  gives the run's noise floor: ``step optax/optax-again``, 1.0 but for noise. torch.optim runs ``opt.step()`` on
+  load of the moment, so drift cancels). An A/A control, optax's executable
+  stepped a second time on its own buffers, gives the run's noise floor:
+  ``step optax/optax-again``, 1.0 but for noise. ``--fresh-buffers`` moves
+  every contender to freshly allocated buffers before each round, which
+  removes most of that noise at about 1 s per round (``measure`` says why). torch.optim runs ``opt.step()`` on
   tensors whose ``.grad`` is set once, with ``foreach=True`` and with
   ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
@@ -65,11 +67,6 @@ from benchmarks import measure, trees
 from benchmarks.report import print_markdown, print_phases, print_table
 from benchmarks.trees import JAX_LIBS, TORCH_LIBS
 
-# Buffers are re-allocated every round on trees that stream from memory. The
-# 5,000-leaf tree (320 KB) lives in cache, and copying its 20,000 arrays one
-# by one (0.55 s per contender and round) would add about 40 s to the
-# 5-minute run; the smoke run re-allocates everywhere, to exercise the path.
-FRESH_BUFFERS_MIN_PARAMS = 1 << 20
 # A second stepper on optax's own executable: the optax/optax ratio is the
 # noise floor of the run, against which the optax/gradxform ratio is read.
 AGAIN = "optax-again"
@@ -96,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="also the per-leaf 5,000-leaf cases (adds about 20 minutes on 2 cores)")
     p.add_argument("--no-train-step", action="store_true", help="skip the train-step block")
+    p.add_argument("--fresh-buffers", action="store_true",
+                   help="move every contender to freshly allocated buffers before each timed "
+                        "round (untimed; about 1 s per round on the 16M trees)")
     p.add_argument("--skip", nargs="+", default=[], metavar="TREE/OPT/LIB",
                    help="leave out these cases (recorded as skipped in the JSON), e.g. "
                         "many_leaves/clip_adamw/gradxform")
@@ -177,7 +177,7 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
         contenders["ref:stream"] = measure.Reference("stream", n)
     with phases(f"timing {tree}/{opt}"):
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree],
-                                    fresh_buffers=n >= cfg["fresh_buffers_min_params"])
+                                    fresh_buffers=cfg["fresh_buffers"])
     ref = {k.split(":")[1]: contenders[k].bytes / measure.median(times[k]) for k in
            ("ref:copy", "ref:stream")}
     case["references_GBps"] = {k: v / 1e9 for k, v in ref.items()}
@@ -286,7 +286,7 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
         libs[lib] = {**c, "compiler_options": options}
     with phases("timing train_step"):
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"],
-                                    fresh_buffers=cfg["fresh_buffers_min_params"] == 0)
+                                    fresh_buffers=cfg["fresh_buffers"])
     for lib, stepper in contenders.items():
         libs[lib].update(step_ms=1e3 * measure.median(times[lib]),
                          step_ms_all=[1e3 * t for t in times[lib]], steps=stepper.steps)
@@ -338,7 +338,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()},
            "compile_repeats": {k: 1 if args.smoke else v for k, v in COMPILE_REPEATS.items()},
-           "fresh_buffers_min_params": 0 if args.smoke else FRESH_BUFFERS_MIN_PARAMS}
+           "fresh_buffers": args.fresh_buffers}
     if not torch_v:
         print("torch not installed")
     results: dict[str, Any] = {"meta": {
@@ -348,7 +348,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
         "repeats": cfg["repeats"], "compile_repeats": cfg["compile_repeats"],
-        "fresh_buffers_min_params": cfg["fresh_buffers_min_params"],
+        "fresh_buffers": cfg["fresh_buffers"],
         "compilation_cache": "disabled", "args": vars(args)},
         "cases": []}
     finals: dict[str, Any] = {}

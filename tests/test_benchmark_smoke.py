@@ -1,10 +1,10 @@
 """The benchmark script runs end to end on tiny trees, and its libraries agree.
 
 Correctness only: no timing is asserted. ``benchmarks.run.main`` is run in
-process with ``--smoke`` (every tree, optimizer and library, the train-step
-block, JSON, markdown); the final parameters it dumps after its timed steps
-must agree across libraries, since every library ran the same number of steps
-from the same parameters with the same gradients.
+process with ``--smoke --fresh-buffers`` (every tree, optimizer and library,
+the train-step block, JSON, markdown); the final parameters it dumps after its
+timed steps must agree across libraries, since every library ran the same
+number of steps from the same parameters with the same gradients.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def smoke(tmp_path_factory):
     json_path, npz_path = out / "r.json", out / "p.npz"
     capture = _Capture()
     with capture:
-        run.main(["--smoke", "--markdown", "--json", str(json_path),
+        run.main(["--smoke", "--fresh-buffers", "--markdown", "--json", str(json_path),
                   "--dump-params", str(npz_path)])
     results = json.loads(json_path.read_text())
     params: dict = collections.defaultdict(dict)  # "tree/opt/lib" -> {leaf path: array}
@@ -106,7 +106,7 @@ def test_round_robin_rotates_the_order_and_pairs_rounds():
     log: list = []
     contenders = {name: _Recorder(name, log) for name in "ab"}
     contenders["c"] = lambda: log.append("c")  # no buffers to move
-    measure.round_robin(contenders, warmup=1, repeats=2)
+    measure.round_robin(contenders, warmup=1, repeats=2, fresh_buffers=True)
     assert "".join(log) == "abc" "AB" "abc" "BA" "bca"
     assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
     assert math.isnan(measure.paired_ratio([], []))
