@@ -20,6 +20,7 @@ faulted in), so only parity runs use it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import statistics
 import sys
@@ -146,17 +147,46 @@ def fresh_copy(tree: Any) -> Any:
     return jax.block_until_ready(jax.tree.map(jnp.copy, tree))
 
 
-def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
-                repeats: int, fresh_buffers: bool = False) -> dict[str, list[float]]:
+def last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """The size of CPU 0's largest cache, from Linux's sysfs; ``default`` elsewhere."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        with open(path) as f:
+            text = f.read().strip()  # e.g. "32768K"
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=default)
+
+
+class CacheFlush:
+    """Reads a host buffer of twice the last-level cache's size.
+
+    Called before each timed step, it leaves every contender the same cold,
+    clean cache. Without it, a step also paid for writing back the dirty lines
+    that the previous contender left behind (up to the cache's size: about
+    0.7 ms at 46 GB/s here), so in a fixed cyclic order one contender was
+    always charged for its neighbour's writes."""
+
+    def __init__(self, cache_bytes: int | None = None):
+        self.bytes = 2 * (cache_bytes or last_level_cache_bytes())
+        self.buffer = np.ones(self.bytes // 8)
+
+    def __call__(self) -> None:
+        float(self.buffer.sum())
+
+
+def round_robin(contenders: dict[str, Callable[[], None]], warmup: int, repeats: int,
+                fresh_buffers: bool = False,
+                flush: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
     call each, interleaved; returns each contender's per-call seconds.
 
-    Round ``r`` starts at the ``r``-th contender (a rotation), so that no
-    contender always runs right after the same neighbour (say, the in-place
-    stream reference, which leaves the caches full of its own buffer). If
-    ``fresh_buffers``, then before a round's timed calls each contender that
-    has a ``replace_buffers`` method moves to fresh buffers, in the round's
-    order (untimed; see the module docstring for why)."""
+    Round ``r`` starts at the ``r``-th contender (a rotation), so that the
+    round's first call, which follows the untimed set-up, is not always the
+    same contender's. ``flush`` (a `CacheFlush`) runs, untimed, before every
+    timed call. If ``fresh_buffers``, then before a round's timed calls each
+    contender that has a ``replace_buffers`` method moves to fresh buffers, in
+    the round's order (untimed; see the module docstring for why)."""
     for _ in range(warmup):
         for call in contenders.values():
             call()
@@ -168,6 +198,8 @@ def round_robin(contenders: dict[str, Callable[[], None]], warmup: int,
             if fresh_buffers and hasattr(contenders[name], "replace_buffers"):
                 contenders[name].replace_buffers()
         for name in order:
+            if flush is not None:
+                flush()
             t0 = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - t0)

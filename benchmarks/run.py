@@ -11,7 +11,8 @@ What is measured, for every tree x optimizer x library, in one process:
 * **step time**: ``step(params, state, grads) -> (params, state)``, i.e. the
   update plus ``apply_updates``, jitted with params and state donated and the
   gradients fixed. Libraries are timed round-robin (one call each per round,
-  the order rotated from round to round, after a warm-up) and summarised by
+  the order rotated from round to round, after a warm-up; before each call a
+  read of twice the last-level cache leaves it cold and clean) and summarised by
   their median, so that the noise of this shared machine hits all of them
   alike; ratios are optax time / gradxform time (> 1: gradxform is faster):
   the ratio of the medians, and the *paired* ratio, the median over rounds of
@@ -177,7 +178,7 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
         contenders["ref:stream"] = measure.Reference("stream", n)
     with phases(f"timing {tree}/{opt}"):
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree],
-                                    fresh_buffers=cfg["fresh_buffers"])
+                                    fresh_buffers=cfg["fresh_buffers"], flush=cfg["flush"])
     ref = {k.split(":")[1]: contenders[k].bytes / measure.median(times[k]) for k in
            ("ref:copy", "ref:stream")}
     case["references_GBps"] = {k: v / 1e9 for k, v in ref.items()}
@@ -286,7 +287,7 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
         libs[lib] = {**c, "compiler_options": options}
     with phases("timing train_step"):
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"],
-                                    fresh_buffers=cfg["fresh_buffers"])
+                                    fresh_buffers=cfg["fresh_buffers"], flush=cfg["flush"])
     for lib, stepper in contenders.items():
         libs[lib].update(step_ms=1e3 * measure.median(times[lib]),
                          step_ms_all=[1e3 * t for t in times[lib]], steps=stepper.steps)
@@ -338,7 +339,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
            "warmup": 1 if args.smoke else 2,
            "repeats": {k: args.repeats or (2 if args.smoke else v) for k, v in FULL_REPEATS.items()},
            "compile_repeats": {k: 1 if args.smoke else v for k, v in COMPILE_REPEATS.items()},
-           "fresh_buffers": args.fresh_buffers}
+           "fresh_buffers": args.fresh_buffers, "flush": measure.CacheFlush()}
     if not torch_v:
         print("torch not installed")
     results: dict[str, Any] = {"meta": {
@@ -348,7 +349,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
         "repeats": cfg["repeats"], "compile_repeats": cfg["compile_repeats"],
-        "fresh_buffers": cfg["fresh_buffers"],
+        "fresh_buffers": cfg["fresh_buffers"], "cache_flush_bytes": cfg["flush"].bytes,
         "compilation_cache": "disabled", "args": vars(args)},
         "cases": []}
     finals: dict[str, Any] = {}

@@ -106,8 +106,13 @@ def test_round_robin_rotates_the_order_and_pairs_rounds():
     log: list = []
     contenders = {name: _Recorder(name, log) for name in "ab"}
     contenders["c"] = lambda: log.append("c")  # no buffers to move
-    measure.round_robin(contenders, warmup=1, repeats=2, fresh_buffers=True)
-    assert "".join(log) == "abc" "AB" "abc" "BA" "bca"
+    measure.round_robin(contenders, warmup=1, repeats=2, fresh_buffers=True,
+                        flush=lambda: log.append("."))
+    assert "".join(log) == "abc" "AB" ".a.b.c" "BA" ".b.c.a"
+    flush = measure.CacheFlush(cache_bytes=1 << 20)
+    flush()
+    assert flush.bytes == flush.buffer.nbytes == 2 << 20
+    assert measure.last_level_cache_bytes() >= 1 << 20
     assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
     assert math.isnan(measure.paired_ratio([], []))
 
