@@ -165,10 +165,13 @@ class CacheFlush:
     clean cache. Without it, a step also paid for writing back the dirty lines
     that the previous contender left behind (up to the cache's size: about
     0.7 ms at 46 GB/s here), so in a fixed cyclic order one contender was
-    always charged for its neighbour's writes."""
+    always charged for its neighbour's writes. Only steps whose buffers
+    exceed the cache are timed after a flush: a tree that fits in the cache
+    stays there between steps in training too."""
 
     def __init__(self, cache_bytes: int | None = None):
-        self.bytes = 2 * (cache_bytes or last_level_cache_bytes())
+        self.cache_bytes = cache_bytes or last_level_cache_bytes()
+        self.bytes = 2 * self.cache_bytes
         self.buffer = np.ones(self.bytes // 8)
 
     def __call__(self) -> None:
@@ -211,12 +214,36 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
-    """The median over rounds of ``numerators[i] / denominators[i]``; NaN if empty.
+def round_ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """``numerators[i] / denominators[i]`` for every round.
 
     Both lists come from the same `round_robin` rounds, so each pair was timed
     back to back under the same load."""
-    return median([a / b for a, b in zip(numerators, denominators, strict=True)])
+    return [a / b for a, b in zip(numerators, denominators, strict=True)]
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the `round_ratios`; NaN if empty."""
+    return median(round_ratios(numerators, denominators))
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values``.
+
+    The order statistics ``x_(k)`` and ``x_(n+1-k)``, with ``k`` the largest
+    rank such that ``P(Binomial(n, 1/2) < k) <= (1 - level) / 2``: the
+    median lies below ``x_(k)`` only if fewer than ``k`` values fall below it.
+    With too few values for ``level`` (``n < 6`` at 95%), the whole range,
+    which then covers less than ``level``. NaNs for an empty list."""
+    x, n = sorted(values), len(values)
+    if n == 0:
+        return math.nan, math.nan
+    tail, k = 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    k = max(k, 1)
+    return x[k - 1], x[n - k]
 
 
 def to_numpy(tree: Any) -> Any:

@@ -9,6 +9,14 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _with_ci(ratios: dict, key: str) -> str:
+    """``"0.97 (0.93-1.02)"``: a paired ratio and its 95% confidence interval."""
+    if key not in ratios:
+        return "-"
+    lo, hi = ratios.get(f"{key} 95% CI", (None, None))
+    return f"{ratios[key]:.2f} ({_fmt(lo, '.2f')}-{_fmt(hi, '.2f')})"
+
+
 def _triple(r: dict, key: str, spec: str, libs: tuple = JAX_LIBS, scale: float = 1.0) -> str:
     """``"a/b/c"``: one value per library, ``-`` where missing."""
     vals = [r.get(lib, {}).get(key) for lib in libs]
@@ -19,7 +27,8 @@ def print_table(results: dict) -> None:
     """One row per tree x optimizer; triples are gradxform/optax/gradxform-flat."""
     torch = any("step_ms" in c["libraries"].get(t, {}) for c in results["cases"] for t in TORCH_LIBS)
     cols = [("tree", 11), ("optimizer", 10), ("step ms gx/optax/flat", 24), ("optax/gx", 8),
-            ("paired", 6), ("A/A", 5), ("optax/flat", 10), ("compile s gx/optax/flat", 23), ("bw/copy", 15),
+            ("paired (95% CI)", 17), ("A/A", 5), ("optax/flat", 10),
+            ("compile s gx/optax/flat", 23), ("bw/copy", 15),
             ("bw/stream", 15), ("XLA B/param", 13), ("peak MB", 17)]
     if torch:
         cols.append(("torch ms fe/fu", 15))
@@ -31,7 +40,7 @@ def print_table(results: dict) -> None:
         r, q = c["libraries"], c["ratios"]
         cells = [c["tree"], c["optimizer"], _triple(r, "step_ms", ".4g"),
                  _fmt(q.get("step optax/gradxform"), ".2f"),
-                 _fmt(q.get("step optax/gradxform paired"), ".2f"),
+                 _with_ci(q, "step optax/gradxform paired"),
                  _fmt(q.get("step optax/optax-again paired"), ".2f"),
                  _fmt(q.get("step optax/gradxform-flat"), ".1f"),
                  _triple(r, "compile_s", ".3g"), _triple(r, "bw_frac_copy", ".2f"),
@@ -53,13 +62,14 @@ def print_table(results: dict) -> None:
         print("\ntrain step (loss -> grad -> adam -> apply), many_leaves; gradxform/optax/flat:")
         print(f"  step ms {_triple(r, 'step_ms', '.4g')}   compile s {_triple(r, 'compile_s', '.3g')}")
         for k, v in q.items():
-            print(f"  {k}: {v:.2f}  (target {ts['targets'].get(k, '-')})")
+            if not k.endswith("CI"):
+                print(f"  {k}: {v:.2f}  (target {ts['targets'].get(k, '-')})")
 
 
 def print_markdown(results: dict) -> None:
     """The ratio table as GitHub markdown (for the README)."""
     print("\n| tree | optimizer | gradxform ms | optax ms | gradxform-flat ms | optax / gradxform"
-          " | paired | A/A | optax / flat | compile s (gx / optax / flat) |")
+          " | paired (95% CI) | A/A | optax / flat | compile s (gx / optax / flat) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = list(results["cases"])
     if results.get("train_step"):
@@ -71,6 +81,7 @@ def print_markdown(results: dict) -> None:
         ratio = [format(q[k], ".2f") if k in q else "-"
                  for k in ("step optax/gradxform", "step optax/gradxform paired",
                            "step optax/optax-again paired", "step optax/gradxform-flat")]
+        ratio[1] = _with_ci(q, "step optax/gradxform paired")
         print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
               f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
 

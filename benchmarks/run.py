@@ -11,19 +11,21 @@ What is measured, for every tree x optimizer x library, in one process:
 * **step time**: ``step(params, state, grads) -> (params, state)``, i.e. the
   update plus ``apply_updates``, jitted with params and state donated and the
   gradients fixed. Libraries are timed round-robin (one call each per round,
-  the order rotated from round to round, after a warm-up; before each call a
-  read of twice the last-level cache leaves it cold and clean) and summarised by
-  their median, so that the noise of this shared machine hits all of them
-  alike; ratios are optax time / gradxform time (> 1: gradxform is faster):
-  the ratio of the medians, and the *paired* ratio, the median over rounds of
-  the two calls' ratio within a round (back-to-back calls share the machine's
-  load of the moment, so drift cancels). An A/A control, optax's executable
-  stepped a second time on its own buffers, gives the run's noise floor:
-  ``step optax/optax-again``, 1.0 but for noise. ``--fresh-buffers`` moves
-  every contender to freshly allocated buffers before each round, which
-  removes most of that noise at about 1 s per round (``measure`` says why). torch.optim runs ``opt.step()`` on
-  tensors whose ``.grad`` is set once, with ``foreach=True`` and with
-  ``fused=True``.
+  the order rotated from round to round, after a warm-up; on trees larger
+  than the last-level cache, a read of twice its size before each call
+  leaves it cold and clean) and summarised by their median, so that the
+  noise of this shared machine hits all of them alike. Ratios are optax time
+  / gradxform time (> 1: gradxform is faster): the ratio of the medians, and
+  the *paired* ratio, the median over rounds of the two calls' ratio within
+  a round (back-to-back calls share the machine's load of the moment, so
+  drift cancels), with a distribution-free 95% confidence interval for that
+  median (``paired 95% CI``). An A/A control, optax's executable stepped a
+  second time on its own buffers, gives the run's noise floor: ``step
+  optax/optax-again``, 1.0 but for noise. ``--fresh-buffers`` moves every
+  contender to freshly allocated buffers before each round, which removes
+  most of that noise at about 1 s per round (``measure`` says why).
+  torch.optim runs ``opt.step()`` on tensors whose ``.grad`` is set once,
+  with ``foreach=True`` and with ``fused=True``.
 * **compile time**: trace + lower + XLA compile wall time of a fresh function
   object (the persistent compilation cache is switched off for the run); the
   minimum of 3 compiles on the 1-leaf tree and of 2 on the transformer tree,
@@ -177,8 +179,10 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
         contenders["ref:copy"] = measure.Reference("copy", n)
         contenders["ref:stream"] = measure.Reference("stream", n)
     with phases(f"timing {tree}/{opt}"):
+        in_cache = 4 * n <= cfg["flush"].cache_bytes  # stays warm between steps, as in training
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"][tree],
-                                    fresh_buffers=cfg["fresh_buffers"], flush=cfg["flush"])
+                                    fresh_buffers=cfg["fresh_buffers"],
+                                    flush=None if in_cache else cfg["flush"])
     ref = {k.split(":")[1]: contenders[k].bytes / measure.median(times[k]) for k in
            ("ref:copy", "ref:stream")}
     case["references_GBps"] = {k: v / 1e9 for k, v in ref.items()}
@@ -212,8 +216,9 @@ def _ratios_and_checks(case: dict, finals: dict, key: str) -> None:
         r = libs.get(lib, {})
         if "step_ms" in r and "step_ms" in base:
             ratios[f"step optax/{lib}"] = base["step_ms"] / r["step_ms"]
-            ratios[f"step optax/{lib} paired"] = measure.paired_ratio(
-                base["step_ms_all"], r["step_ms_all"])
+            per_round = measure.round_ratios(base["step_ms_all"], r["step_ms_all"])
+            ratios[f"step optax/{lib} paired"] = measure.median(per_round)
+            ratios[f"step optax/{lib} paired 95% CI"] = measure.median_ci(per_round)
         if "compile_s" in r and "compile_s" in base:
             ratios[f"compile optax/{lib}"] = base["compile_s"] / r["compile_s"]
     for a, b in (("gradxform", "optax"), ("gradxform-flat", "gradxform"), (AGAIN, "optax"),
@@ -287,7 +292,7 @@ def run_train_step(params_np: Any, cfg: dict, phases: measure.Phases, finals: di
         libs[lib] = {**c, "compiler_options": options}
     with phases("timing train_step"):
         times = measure.round_robin(contenders, cfg["warmup"], cfg["repeats"]["train_step"],
-                                    fresh_buffers=cfg["fresh_buffers"], flush=cfg["flush"])
+                                    fresh_buffers=cfg["fresh_buffers"])
     for lib, stepper in contenders.items():
         libs[lib].update(step_ms=1e3 * measure.median(times[lib]),
                          step_ms_all=[1e3 * t for t in times[lib]], steps=stepper.steps)

@@ -69,6 +69,8 @@ def test_every_case_has_every_library(smoke):
                 assert _positive_finite(r.get(key)), (tree, opt, lib, key, r.get(key))
             assert r["steps"] == case["libraries"]["optax"]["steps"] > 0
         assert _positive_finite(case["ratios"]["step optax/optax-again paired"])
+        lo, hi = case["ratios"]["step optax/gradxform paired 95% CI"]
+        assert lo <= case["ratios"]["step optax/gradxform paired"] <= hi
         assert case["param_checks"]["max_abs_diff optax-again vs optax"] == 0.0
         assert _positive_finite(case["references_GBps"]["copy"])
         assert _positive_finite(case["references_GBps"]["stream"])
@@ -115,6 +117,16 @@ def test_round_robin_rotates_the_order_and_pairs_rounds():
     assert measure.last_level_cache_bytes() >= 1 << 20
     assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
     assert math.isnan(measure.paired_ratio([], []))
+
+
+def test_median_ci_is_the_order_statistics_of_the_binomial_tails():
+    # n = 15 at 95%: P(Binomial(15, 1/2) <= 3) = 0.018 <= 0.025 < P(<= 4) = 0.059,
+    # so the interval is [x_(4), x_(12)].
+    assert measure.median_ci([float(v) for v in range(15, 0, -1)]) == (4.0, 12.0)
+    # n = 60: P(<= 21) = 0.0136 <= 0.025 < P(<= 22) = 0.0259: [x_(22), x_(39)].
+    assert measure.median_ci([float(v) for v in range(1, 61)]) == (22.0, 39.0)
+    assert measure.median_ci([3.0, 1.0]) == (1.0, 3.0)  # too few: the range
+    assert all(math.isnan(v) for v in measure.median_ci([]))
 
 
 def test_a_stepper_moved_to_fresh_buffers_steps_on_from_the_same_values():
