@@ -9,15 +9,22 @@ Dtype policy (see DESIGN.md, "Dtype discipline"):
   to the gradients' dtype.
 
 Every function here is clean under ``jax.numpy_dtype_promotion("strict")``.
+
+The per-leaf arithmetic calls ``lax`` on operands already in one dtype. Each
+``jax.numpy`` operator re-enters a jitted wrapper while tracing, which made
+tracing gradxform's adam on a 195-leaf tree slower than optax's; ``lax``
+binds the primitive directly, and the values are bit for bit the same.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -32,11 +39,26 @@ def compute_dtype(*dtypes: Any) -> np.dtype:
 
     bfloat16 and float16 compute in float32; float64 and complex types are kept.
     """
+    return _compute_dtype(tuple(np.dtype(dtype) for dtype in dtypes))
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_dtype(dtypes: tuple[np.dtype, ...]) -> np.dtype:
     with jax.numpy_dtype_promotion("standard"):
         result = np.dtype(jnp.float32)
         for dtype in dtypes:
             result = jnp.promote_types(result, dtype)
     return result
+
+
+def operand(value: Any, dtype: Any) -> Any:
+    """``value`` (a Python number or a scalar array) as a ``lax`` operand of ``dtype``.
+
+    A Python number becomes a constant rounded once, to ``dtype``, as
+    ``jax.numpy`` rounds a weakly typed scalar."""
+    if isinstance(value, (int, float, complex)):
+        return np.asarray(value, dtype)
+    return lax.convert_element_type(value, dtype)
 
 
 def upcast(x: jax.Array, *others: Any) -> jax.Array:
@@ -48,7 +70,7 @@ def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|**2``; real for complex ``x``."""
     if jnp.iscomplexobj(x):
         return jnp.real(x) ** 2 + jnp.imag(x) ** 2
-    return x * x
+    return lax.mul(x, x)
 
 
 @jax.custom_jvp
@@ -152,7 +174,8 @@ def moment(decay: Any, previous: jax.Array, value: jax.Array) -> jax.Array:
     that float32 results agree bit for bit.
     """
     decay = hyperparameter(decay, value.dtype)
-    return (1 - decay) * value + decay * previous
+    return lax.add(lax.mul(operand(1 - decay, value.dtype), value),
+                   lax.mul(operand(decay, value.dtype), previous))
 
 
 def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
@@ -175,7 +198,8 @@ def scale_leaf(factor: Any, x: jax.Array) -> jax.Array:
     dtype: it is never rounded to ``x``'s dtype before the multiplication.
     """
     if isinstance(factor, (int, float)):  # weakly typed: no rounding, no promotion
-        return (factor * upcast(x)).astype(x.dtype)
+        x_c = upcast(x)
+        return lax.convert_element_type(lax.mul(operand(factor, x_c.dtype), x_c), x.dtype)
     factor = jnp.asarray(factor)
     dtype = compute_dtype(x.dtype, factor.dtype)
     return (factor.astype(dtype) * x.astype(dtype)).astype(x.dtype)
@@ -202,4 +226,4 @@ def store(x: jax.Array, dtype: Any) -> jax.Array:
     """Casts ``x`` to the dtype it is stored in (a real store takes a real part)."""
     if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
         x = jnp.real(x)
-    return x.astype(dtype)
+    return lax.convert_element_type(x, dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax.numpy as jnp
+from jax import lax
 
 from gradxform.core import numerics, tree
 from gradxform.core.base import (
@@ -117,7 +118,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         u = jnp.asarray(u)
         dtype = numerics.compute_dtype(p.dtype, u.dtype)
         if dtype == p.dtype == u.dtype:
-            return p + u
+            return lax.add(p, u)
         return (p.astype(dtype) + u.astype(dtype)).astype(p.dtype)
 
     return tree.tree_map_skip_none(add, params, updates)

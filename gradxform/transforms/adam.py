@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from gradxform.core import numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
@@ -62,12 +63,11 @@ def _scaled(mu_hat, nu, correction_2, eps, eps_root, eps_hat):
         nu_hat = nu
         numerator = mu_hat * jnp.sqrt(correction_2).astype(mu_hat.dtype)
     else:
-        nu_hat, numerator = nu / correction_2.astype(nu.dtype), mu_hat
+        nu_hat, numerator = lax.div(nu, numerics.operand(correction_2, nu.dtype)), mu_hat
     real = nu_hat.dtype
-    denominator = jnp.sqrt(nu_hat + numerics.hyperparameter(eps_root, real)) + (
-        numerics.hyperparameter(eps, real)
-    )
-    return numerator / denominator.astype(mu_hat.dtype)
+    root = lax.sqrt(lax.add(nu_hat, numerics.operand(eps_root, real)))
+    denominator = lax.add(root, numerics.operand(eps, real))
+    return lax.div(numerator, lax.convert_element_type(denominator, mu_hat.dtype))
 
 
 @public_constructor
@@ -145,7 +145,7 @@ def scale_by_adam(
                     g_c / correction_1.astype(dtype)
                 )
             else:
-                mu_hat = mu_new / correction_1.astype(dtype)
+                mu_hat = lax.div(mu_new, numerics.operand(correction_1, dtype))
             update = _scaled(mu_hat, nu_new, correction_2, eps, eps_root, eps_hat)
             return (
                 numerics.store(update, g.dtype),

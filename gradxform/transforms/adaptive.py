@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from gradxform.core import numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
@@ -67,12 +68,14 @@ def scale_by_adagrad(
 
     def leaf(g, s):
         dtype = numerics.compute_dtype(g.dtype, s.dtype)
-        g_c = g.astype(dtype)
-        s_new = numerics.abs_sq(g_c) + s.astype(numerics.real_dtype(dtype))
-        inverse = jnp.where(
-            s_new > 0, jax.lax.rsqrt(s_new + numerics.hyperparameter(eps, s_new.dtype)), 0.0
-        )
-        return numerics.store(inverse.astype(dtype) * g_c, g.dtype), s_new.astype(s.dtype)
+        g_c = numerics.operand(g, dtype)
+        real = numerics.real_dtype(dtype)
+        s_new = lax.add(numerics.abs_sq(g_c), numerics.operand(s, real))
+        root = lax.rsqrt(lax.add(s_new, numerics.operand(eps, real)))
+        inverse = lax.select(lax.gt(s_new, numerics.operand(0, real)), root,
+                             lax.full_like(s_new, 0))
+        update = lax.mul(numerics.operand(inverse, dtype), g_c)
+        return numerics.store(update, g.dtype), numerics.operand(s_new, s.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
