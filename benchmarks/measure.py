@@ -12,10 +12,9 @@ memory-bound step depends on where its buffers happen to lie: two steppers
 running the *same* executable on equal 64 MB buffers differed by 14% (and
 two of equal kernels by up to 22%) for a whole run when each kept its
 buffers (a donated step reuses them forever), and by 3 to 6% once they were
-re-allocated every round. Without
-it, run-long placement luck can decide the sign of a ratio between identical
-kernels. It costs about 1 s per round on the 16M-float trees (fresh pages are
-faulted in), so only parity runs use it.
+re-allocated every round. Without it, run-long placement luck can decide the
+sign of a ratio between identical kernels. It costs about 1 s per round on
+the 16M-float trees (fresh pages are faulted in), so only parity runs use it.
 """
 
 from __future__ import annotations
