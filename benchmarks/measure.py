@@ -222,11 +222,6 @@ def round_ratios(numerators: list[float], denominators: list[float]) -> list[flo
     return [a / b for a, b in zip(numerators, denominators, strict=True)]
 
 
-def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
-    """The median of the `round_ratios`; NaN if empty."""
-    return median(round_ratios(numerators, denominators))
-
-
 def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     """A distribution-free confidence interval for the median of ``values``.
 

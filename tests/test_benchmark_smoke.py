@@ -115,8 +115,8 @@ def test_round_robin_rotates_the_order_and_pairs_rounds():
     flush()
     assert flush.bytes == flush.buffer.nbytes == 2 << 20
     assert measure.last_level_cache_bytes() >= 1 << 20
-    assert measure.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
-    assert math.isnan(measure.paired_ratio([], []))
+    assert measure.median(measure.round_ratios([2.0, 9.0, 4.0], [1.0, 3.0, 1.0])) == 3.0
+    assert math.isnan(measure.median(measure.round_ratios([], [])))
 
 
 def test_median_ci_is_the_order_statistics_of_the_binomial_tails():

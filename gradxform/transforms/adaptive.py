@@ -75,7 +75,7 @@ def scale_by_adagrad(
         inverse = lax.select(lax.gt(s_new, numerics.operand(0, real)), root,
                              lax.full_like(s_new, 0))
         update = lax.mul(numerics.operand(inverse, dtype), g_c)
-        return numerics.store(update, g.dtype), numerics.operand(s_new, s.dtype)
+        return numerics.store(update, g.dtype), numerics.store(s_new, s.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
