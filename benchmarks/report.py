@@ -78,10 +78,10 @@ def print_markdown(results: dict) -> None:
         r, q = c["libraries"], c["ratios"]
         ms = [format(r[lib]["step_ms"], ".4g") if "step_ms" in r.get(lib, {}) else "-"
               for lib in JAX_LIBS]
-        ratio = [format(q[k], ".2f") if k in q else "-"
-                 for k in ("step optax/gradxform", "step optax/gradxform paired",
-                           "step optax/optax-again paired", "step optax/gradxform-flat")]
-        ratio[1] = _with_ci(q, "step optax/gradxform paired")
+        ratio = [_fmt(q.get("step optax/gradxform"), ".2f"),
+                 _with_ci(q, "step optax/gradxform paired"),
+                 _fmt(q.get("step optax/optax-again paired"), ".2f"),
+                 _fmt(q.get("step optax/gradxform-flat"), ".2f")]
         print(f"| {c['tree']} | {c['optimizer']} | {' | '.join(ms)} | {' | '.join(ratio)} | "
               f"{_triple(r, 'compile_s', '.3g').replace('/', ' / ')} |")
 
