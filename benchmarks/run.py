@@ -1,8 +1,9 @@
 """Benchmark gradxform against optax (and torch.optim where installed), side by side.
 
 Run ``python -m benchmarks.run`` from the repository root (``--smoke`` for a
-tiny run, ``--full`` to add the per-leaf parity cases on the 5,000-leaf tree,
-``--fresh-buffers`` for parity runs between equal kernels,
+tiny run, ``--train-step`` to add the many-leaf train-step block, ``--full`` to
+add the per-leaf parity cases on the 5,000-leaf tree, ``--fresh-buffers`` for
+parity runs between equal kernels,
 ``--trees``/``--optimizers`` to filter, ``--repeats`` to override the number of
 timed steps, ``--markdown`` for a README table, ``--json PATH``).
 
@@ -42,10 +43,14 @@ What is measured, for every tree x optimizer x library, in one process:
   temporaries); for torch, the bytes of params + grads + state tensors.
 
 ``gradxform-flat`` is gradxform on ``gx.flat_tree(params)``: one contiguous
-buffer per dtype. A train-step block then compares a whole jitted, donated
-``loss -> grad -> update -> apply`` step on the many-leaf tree, adam only:
-optax per-leaf, gradxform per-leaf and gradxform flat (the loss unravels; its
-jit gets ``gx.flat_compiler_options()``, as the README recommends).
+buffer per dtype. With ``--train-step``, a train-step block compares a whole
+jitted, donated ``loss -> grad -> update -> apply`` step on the many-leaf
+tree, adam only: optax per-leaf, gradxform per-leaf and gradxform flat (the
+loss unravels; its jit gets ``gx.flat_compiler_options()``, as the README
+recommends). It is not in the default run because optax's per-leaf compile of
+that step alone takes 85 to 145 s on 2 cores, which would push the default run
+past 5 minutes; run it as ``--train-step --trees many_leaves --optimizers
+adam``, which also gives the update-only ratio.
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed steps for every case")
     p.add_argument("--full", action="store_true",
                    help="also the per-leaf 5,000-leaf cases (adds about 20 minutes on 2 cores)")
-    p.add_argument("--no-train-step", action="store_true", help="skip the train-step block")
+    p.add_argument("--train-step", action="store_true",
+                   help="add the whole-train-step block on the 5,000-leaf tree (about 4 minutes "
+                        "on 2 cores; with --smoke it is tiny)")
     p.add_argument("--fresh-buffers", action="store_true",
                    help="move every contender to freshly allocated buffers before each timed "
                         "round (untimed; about 1 s per round on the 16M trees)")
@@ -352,7 +359,8 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         "jax": jax.__version__, "optax": optax.__version__, "gradxform": gx.__version__,
         "torch": torch_v or "torch not installed", "python": sys.version.split()[0],
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "backend": jax.default_backend(), "smoke": args.smoke, "warmup": cfg["warmup"],
+        "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "smoke": args.smoke, "warmup": cfg["warmup"],
         "repeats": cfg["repeats"], "compile_repeats": cfg["compile_repeats"],
         "fresh_buffers": cfg["fresh_buffers"], "cache_flush_bytes": cfg["flush"].bytes,
         "compilation_cache": "disabled", "args": vars(args)},
@@ -362,7 +370,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases) -> tuple[dict, dict]:
         jax.block_until_ready(jax.jit(lambda x: x * 2.0)(jnp.ones(8)))  # backend start-up
     # The train step goes first: a large compile slows the next compile of
     # thousands of distinct kernels (RESULTS.md), so each runs as early as it can.
-    if not args.no_train_step:
+    if args.train_step:
         with phases("setup train_step"):
             params_np, _ = trees.build("many_leaves", args.smoke)
         results["train_step"] = run_train_step(params_np, cfg, phases, finals)

@@ -1,7 +1,7 @@
 """The benchmark script runs end to end on tiny trees, and its libraries agree.
 
 Correctness only: no timing is asserted. ``benchmarks.run.main`` is run in
-process with ``--smoke --fresh-buffers`` (every tree, optimizer and library,
+process with ``--smoke --fresh-buffers --train-step`` (every tree, optimizer and library,
 the train-step block, JSON, markdown); the final parameters it dumps after its
 timed steps must agree across libraries, since every library ran the same
 number of steps from the same parameters with the same gradients.
@@ -26,7 +26,7 @@ def smoke(tmp_path_factory):
     json_path, npz_path = out / "r.json", out / "p.npz"
     capture = _Capture()
     with capture:
-        run.main(["--smoke", "--fresh-buffers", "--markdown", "--json", str(json_path),
+        run.main(["--smoke", "--fresh-buffers", "--train-step", "--markdown", "--json", str(json_path),
                   "--dump-params", str(npz_path)])
     results = json.loads(json_path.read_text())
     params: dict = collections.defaultdict(dict)  # "tree/opt/lib" -> {leaf path: array}
