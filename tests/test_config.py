@@ -16,6 +16,7 @@
 import functools
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -321,7 +322,10 @@ def test_arrays_and_scalars_keep_type_dtype_shape_and_bits(value):
         (gx.keras.adam, {"type": "function", "name": "keras.adam"}),
         (S.linear_schedule, {"type": "function", "name": "schedules.linear_schedule"}),
     ],
-    ids=repr,
+    # A function's repr holds its address, which differs between processes
+    # (pytest-xdist workers must collect the same test ids).
+    ids=lambda v: f"{v.__module__}.{v.__qualname__}" if isinstance(v, types.FunctionType)
+    else repr(v),
 )
 def test_values_encode_as_documented_and_come_back_equal(value, expected):
     node, back = carried(value)
