@@ -26,8 +26,8 @@ def smoke(tmp_path_factory):
     json_path, npz_path = out / "r.json", out / "p.npz"
     capture = _Capture()
     with capture:
-        run.main(["--smoke", "--fresh-buffers", "--train-step", "--markdown", "--json", str(json_path),
-                  "--dump-params", str(npz_path)])
+        run.main(["--smoke", "--fresh-buffers", "--train-step", "--markdown",
+                  "--json", str(json_path), "--dump-params", str(npz_path)])
     results = json.loads(json_path.read_text())
     params: dict = collections.defaultdict(dict)  # "tree/opt/lib" -> {leaf path: array}
     with np.load(npz_path) as npz:
