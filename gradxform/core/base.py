@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import checks
+from gradxform.core import attribution, checks
 
 Array = jax.Array
 PyTree = Any
@@ -94,6 +94,21 @@ class GradientTransformation(_InitUpdate):
     constructor: Callable[..., GradientTransformation] | None = None
     # The call, when it is not ``name(*children, **hyperparams)`` (a two-stage call).
     call_repr: str | None = None
+    # ``(function, args)`` that rebuilds it, when it is not ``constructor(*children, **hyperparams)``.
+    rebuild: tuple | None = None
+
+    def __reduce__(self):
+        """Pickles a described transformation as the call that builds it.
+
+        Its ``init`` and ``update`` are closures, which ``pickle`` cannot store;
+        the constructor and its arguments can (schedules are small objects;
+        a lambda among the arguments still cannot be pickled).
+        """
+        if self.rebuild is not None:
+            return self.rebuild
+        if self.constructor is not None:
+            return (_construct, (self.constructor, self.children, dict(self.hyperparams)))
+        return super().__reduce__()
 
     def __repr__(self) -> str:
         if self.call_repr is not None:
@@ -103,6 +118,11 @@ class GradientTransformation(_InitUpdate):
         parts = [format_value(child) for child in self.children]
         parts += [f"{key}={format_value(value)}" for key, value in self.hyperparams.items()]
         return f"{self.name}({', '.join(parts)})"
+
+
+def _construct(constructor: Callable[..., GradientTransformation], children: tuple,
+               hyperparams: dict) -> GradientTransformation:
+    return constructor(*children, **hyperparams)
 
 
 def format_value(value: Any) -> str:
@@ -163,19 +183,34 @@ _ROUTES_GRADIENTS = frozenset({
 _CHECKS_OWN_STATE = frozenset({"chain", "named_chain"})
 
 
-def _checked_update(name: str, update: TransformUpdateFn) -> TransformUpdateFn:
+def _checked_update(name: str, update: TransformUpdateFn, init: TransformInitFn) -> TransformUpdateFn:
     check_state = name not in _CHECKS_OWN_STATE
     check_dtypes = name not in _ROUTES_GRADIENTS
 
     def update_fn(updates, state, params=None, **extra_args):
-        if check_state:
-            checks.state_from_init(name, state)
-        if check_dtypes:
-            checks.gradient_dtypes(name, updates)
-        return update(updates, state, params, **extra_args)
+        with attribution.call("update", name):
+            if check_state:
+                checks.state_from_init(name, state)
+            if check_dtypes:
+                checks.gradient_dtypes(name, updates)
+            try:
+                return update(updates, state, params, **extra_args)
+            except AttributeError:
+                # A field the state lacks: find out what init would have made, to say so.
+                if check_state:
+                    checks.state_from_init(name, state, _state_type(init, updates, params))
+                raise
 
     update_fn.__wrapped__ = update
     return update_fn
+
+
+def _state_type(init: TransformInitFn, updates: Any, params: Any) -> type | None:
+    """The type of the state ``init`` makes for params shaped like these (None if unknown)."""
+    try:
+        return type(jax.eval_shape(init, updates if params is None else params))
+    except Exception:  # init needs more than shapes: nothing more to say
+        return None
 
 
 def describe(
@@ -191,7 +226,7 @@ def describe(
     the transformation checks its own (chains); the gradients' dtypes, unless it
     only routes them to other transformations, which check for themselves.
     """
-    described = GradientTransformation(tx.init, _checked_update(name, tx.update))
+    described = GradientTransformation(tx.init, _checked_update(name, tx.update, tx.init))
     described.constructor = constructor
     described.name = name
     described.hyperparams = MappingProxyType(dict(hyperparams))
@@ -205,8 +240,13 @@ def public_constructor(constructor: Callable[..., GradientTransformation]):
 
     The constructor's arguments are bound to its signature with defaults
     applied; ``*args`` become the children and the rest the hyperparameters.
+    An unknown argument (``lr=``) raises a `TypeError` naming the constructor
+    and suggesting the right name, and an error raised by a constructor it
+    calls names this one (`attribution`).
     """
     signature = inspect.signature(constructor)
+    name = constructor.__name__
+    attribution.PUBLIC_NAMES.add(name)
     varargs = next(
         (p.name for p in signature.parameters.values() if p.kind is p.VAR_POSITIONAL),
         None,
@@ -214,11 +254,12 @@ def public_constructor(constructor: Callable[..., GradientTransformation]):
 
     @functools.wraps(constructor)
     def build(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
+        bound = attribution.bind(name, signature, args, kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         children = arguments.pop(varargs, ()) if varargs else ()
-        tx = constructor(*args, **kwargs)
-        return describe(tx, constructor.__name__, arguments, children, build)
+        with attribution.call("build", name, signature.parameters):
+            tx = constructor(*args, **kwargs)
+        return describe(tx, name, arguments, children, build)
 
     return build

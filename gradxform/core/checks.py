@@ -52,10 +52,22 @@ def gradient_dtypes(owner: str, updates: Any) -> None:
             )
 
 
-def state_from_init(owner: str, state: Any) -> None:
-    """Raises a `TypeError` naming ``owner`` unless ``state`` is a tuple, as ``init`` makes it."""
+def state_from_init(owner: str, state: Any, made: type | None = None) -> None:
+    """Raises a `TypeError` naming ``owner`` unless ``state`` is what ``init`` makes.
+
+    ``state`` must be a tuple, and of the NamedTuple type ``made`` when ``init``
+    is known to make one: a state of another optimizer would otherwise fail
+    with an ``AttributeError`` on a field it lacks, or be misread.
+    """
     if not isinstance(state, tuple):
         raise TypeError(
             f"{owner}: the state must be what init returned (a NamedTuple or tuple), got a "
             f"{type(state).__name__}: {jax.tree.structure(state)}. {RESTORE_HINT}"
+        )
+    if made is not None and hasattr(made, "_fields") and not isinstance(state, made):
+        raise TypeError(
+            f"{owner}: the state is a {type(state).__name__}, but {owner}'s init makes a "
+            f"{made.__name__}: it comes from another transformation. Pass the state that this "
+            "optimizer's init returned (tx.init(params)), or restore a checkpoint with the "
+            "target jax.eval_shape(tx.init, params)."
         )

@@ -87,7 +87,9 @@ def stateless_with_tree_map(
         del extra_args
         if params is None:
             return tree.tree_map_skip_none(lambda g: f(g, None), updates), state
-        tree.check_same_structure("stateless_with_tree_map", "params", params, updates)
+        tree.check_same_structure(
+            "stateless_with_tree_map", "params", params, updates, none_matches=True
+        )
         return tree.tree_map_skip_none(f, updates, params), state
 
     return GradientTransformation(init_empty_state, update_fn)
@@ -100,7 +102,9 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         \theta \leftarrow \theta + u
 
     The sum is computed in the wider of the two dtypes and cast back to the
-    parameter's dtype; ``None`` parameters stay ``None``.
+    parameter's dtype. ``None`` parameters stay ``None`` (as in optax), and a
+    ``None`` update leaves its parameter as it is (as ``eqx.apply_updates``
+    does: integer leaves of an Equinox model get no gradient and no update).
 
     Args:
       params: a tree of parameters.
@@ -111,9 +115,11 @@ def apply_updates(params: Params, updates: Updates) -> Params:
       >>> gx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.full(2, -0.5)})["w"]
       Array([0.5, 0.5], dtype=float32)
     """
-    tree.check_same_structure("apply_updates", "params", params, updates)
+    tree.check_same_structure("apply_updates", "params", params, updates, none_matches=True)
 
     def add(p, u):
+        if u is None:
+            return p
         p = jnp.asarray(p)
         u = jnp.asarray(u)
         dtype = numerics.compute_dtype(p.dtype, u.dtype)

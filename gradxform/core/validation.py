@@ -5,6 +5,12 @@ the value: ``scale_by_adam: b1 must be in [0, 1), got 1.5``. A wrong type gives
 `TypeError`; a value of the right type outside its range gives `ValueError`.
 Values that are jax tracers (a hyperparameter passed through ``jit``) cannot be
 inspected and are let through.
+
+Numbers are checked as the arithmetic will see them: arithmetic runs in at
+least float32, so a value must be finite in float32 (``1e39`` is ``inf``
+there), a decay rate below 1 must stay below 1 once rounded to float32
+(``0.99999999`` is ``1.0``), and a value that must be positive must not
+round to 0 or to a subnormal that XLA flushes to 0 (``1e-50``, ``1e-40``).
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
+FLOAT32 = np.finfo(np.float32)
+
+
 def _is_tracer(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
+
+
+def in_float32(number: float) -> float:
+    """``number`` rounded to float32, as a Python float (inf where float32 overflows)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(number))
 
 
 def real_number(owner: str, name: str, value: Any) -> float | None:
@@ -47,6 +62,11 @@ def real_number(owner: str, name: str, value: Any) -> float | None:
         number = float(array)
     if not math.isfinite(number):
         raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    if not math.isfinite(in_float32(number)):
+        raise ValueError(
+            f"{owner}: {name} must be finite in float32, the precision arithmetic runs in "
+            f"(|{name}| <= {float(FLOAT32.max):.4g}), got {value!r}"
+        )
     return number
 
 
@@ -66,14 +86,32 @@ def in_range(
         return
     too_low = low is not None and (number <= low if low_open else number < low)
     too_high = high is not None and (number >= high if high_open else number > high)
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    low_text = "-inf" if low is None else f"{low:g}"
+    high_text = "inf" if high is None else f"{high:g}"
+    interval = f"{left}{low_text}, {high_text}{right}"
     if too_low or too_high:
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        low_text = "-inf" if low is None else f"{low:g}"
-        high_text = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    # An open bound the value reaches once rounded to float32 is reached in the arithmetic:
+    # b2 = 0.99999999 is 1.0 there, and 1e-50 > 0 is 0.
+    rounded = in_float32(number)
+    if high is not None and high_open and rounded >= high:
         raise ValueError(
-            f"{owner}: {name} must be in {left}{low_text}, {high_text}{right}, got {value!r}"
+            f"{owner}: {name} must be in {interval}; {value!r} rounds to {rounded:g} in float32, "
+            f"the precision arithmetic runs in. Use a value at most {_below(high):.9g}"
         )
+    if low is not None and low_open and abs(rounded - low) < FLOAT32.tiny:
+        raise ValueError(
+            f"{owner}: {name} must be in {interval}; {value!r} is within float32's smallest "
+            f"normal number ({float(FLOAT32.tiny):.4g}) of {low:g} and rounds to {low:g} in the "
+            "arithmetic (XLA flushes subnormal numbers to zero)"
+        )
+
+
+def _below(bound: float) -> float:
+    """The largest float32 number below ``bound``."""
+    return float(np.nextafter(np.float32(bound), np.float32(-np.inf)))
 
 
 def non_negative(owner: str, name: str, value: Any) -> None:

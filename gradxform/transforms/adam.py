@@ -131,14 +131,16 @@ def scale_by_adam(
         del params, extra_args
         tree.check_same_structure(owner, "state", state.mu, updates)
         count = numerics.safe_increment(state.count)
-        correction_1 = numerics.bias_correction(b1, count)
-        correction_2 = numerics.bias_correction(b2, count)
-        if nesterov:
-            next_correction_1 = numerics.bias_correction(b1, numerics.safe_increment(count))
+        corrections = numerics.per_dtype(lambda dtype: (
+            numerics.bias_correction(b1, count, dtype),
+            numerics.bias_correction(b2, count, dtype),
+            numerics.bias_correction(b1, numerics.safe_increment(count), dtype) if nesterov else None,
+        ))
 
         def leaf(g, mu, nu):
             g_c, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
             dtype = mu_new.dtype
+            correction_1, correction_2, next_correction_1 = corrections(nu_new.dtype)
             if nesterov:
                 beta_1 = numerics.hyperparameter(b1, dtype)
                 mu_hat = beta_1 * (mu_new / next_correction_1.astype(dtype)) + (1 - beta_1) * (
@@ -217,11 +219,13 @@ def scale_by_amsgrad(
         del params, extra_args
         tree.check_same_structure(owner, "state", state.mu, updates)
         count = numerics.safe_increment(state.count)
-        correction_1 = numerics.bias_correction(b1, count)
-        correction_2 = numerics.bias_correction(b2, count)
+        corrections = numerics.per_dtype(lambda dtype: (
+            numerics.bias_correction(b1, count, dtype), numerics.bias_correction(b2, count, dtype)
+        ))
 
         def leaf(g, mu, nu, nu_max):
             _, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
+            correction_1, correction_2 = corrections(nu_new.dtype)
             nu_max_new = jnp.maximum(nu_max.astype(nu_new.dtype), nu_new)
             mu_hat = mu_new / correction_1.astype(mu_new.dtype) if bias_correction_mu else mu_new
             update = _scaled(

@@ -152,7 +152,7 @@ def scale_by_rms(
             nu_new = numerics.moment(decay, nu.astype(real), numerics.abs_sq(g_c))
             nu_hat = nu_new
             if bias_correction:
-                nu_hat = nu_new / numerics.bias_correction(decay, count).astype(real)
+                nu_hat = nu_new / numerics.bias_correction(decay, count, real)
             scaling = _inverse_root(nu_hat, eps, eps_in_sqrt).astype(dtype)
             return numerics.store(scaling * g_c, g.dtype), nu_new.astype(nu.dtype)
 
@@ -222,7 +222,7 @@ def scale_by_stddev(
             nu_new = numerics.moment(decay, nu.astype(real), numerics.abs_sq(g_c))
             mu_hat, nu_hat = mu_new, nu_new
             if bias_correction:
-                correction = numerics.bias_correction(decay, count)
+                correction = numerics.bias_correction(decay, count, real)
                 mu_hat = mu_new / correction.astype(dtype)
                 nu_hat = nu_new / correction.astype(real)
             # Never negative in exact arithmetic (Cauchy-Schwarz on the averages); rounding

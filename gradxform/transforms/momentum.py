@@ -104,10 +104,11 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Gra
         del params, extra_args
         tree.check_same_structure(owner, "state", state.ema, updates)
         count = numerics.safe_increment(state.count)
-        correction = numerics.bias_correction(decay, count)
+        corrections = numerics.per_dtype(lambda dtype: numerics.bias_correction(decay, count, dtype))
 
         def leaf(g, e):
             g_c = numerics.upcast(g, e.dtype)
+            correction = corrections(numerics.real_dtype(g_c.dtype))
             e_new = numerics.moment(decay, e.astype(g_c.dtype), g_c)
             update = e_new / correction.astype(g_c.dtype) if debias else e_new
             return numerics.store(update, g.dtype), numerics.store(e_new, e.dtype)

@@ -97,21 +97,24 @@ def params_ema(
         if params is None:
             raise ValueError(f"{owner}: update needs params, got params=None")
         tree.check_same_structure(owner, "state", state.ema, updates)
-        tree.check_same_structure(owner, "params", params, updates)
+        tree.check_same_structure(owner, "params", params, updates, none_matches=True)
         step = state.count // calls_per_step
         new_params = apply_updates(params, updates)
 
-        def average(p_new, a):
+        def average(a, p_new):
             dtype = numerics.compute_dtype(p_new.dtype, a.dtype)
             # As Keras: momentum = float(step != 0) * decay, in the variable's dtype.
             momentum = (step != 0).astype(dtype) * numerics.hyperparameter(decay, dtype)
             return (momentum * a.astype(dtype) + (1 - momentum) * p_new.astype(dtype)).astype(a.dtype)
 
-        ema = tree.tree_map_skip_none(average, new_params, state.ema)
+        # Over the average's leaves: a parameter without one (an integer leaf) is not averaged.
+        ema = tree.tree_map_skip_none(average, state.ema, new_params)
         if overwrite_frequency is not None:
             overwrite = state.phase // calls_per_step == overwrite_frequency - 1
 
             def replace(u, p, a):
+                if p is None or a is None:
+                    return u
                 p = jnp.asarray(p)
                 dtype = numerics.compute_dtype(u.dtype, p.dtype, a.dtype)
                 to_average = (a.astype(dtype) - p.astype(dtype)).astype(u.dtype)

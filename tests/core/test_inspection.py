@@ -50,42 +50,105 @@ def test_finds_values_deep_inside_wrappers_and_returns_subtrees():
 
 
 def test_ambiguous_name_lists_every_candidate_and_a_longer_path_resolves_it():
-    state = _state(gx.chain(gx.clip_by_global_norm(1.0), gx.adam(1e-3)))
+    # Adam's count and the parameter average's count are independent: no guessing.
+    state = _state(gx.chain(gx.clip_by_global_norm(1.0), gx.adam(1e-3), gx.params_ema(0.9)))
     with pytest.raises(KeyError) as info:
         gx.tree_get(state, "count")
     message = str(info.value)
     assert "ambiguous" in message
-    assert "/1/0/count" in message and "/1/1/count" in message
+    assert "/1/0/count" in message and "/2/count" in message
     assert int(gx.tree_get(state, "1/0/count")) == 3
-    assert int(gx.tree_get(state, "/1/1/count/")) == 3
+    assert int(gx.tree_get(state, "/2/count/")) == 3
+
+
+def test_a_schedule_count_yields_to_the_optimizers_count_as_in_optax():
+    # optax's adam has one count (its constant learning rate keeps none); ours keeps a
+    # second one for the learning rate, which tree_get passes over.
+    params = random_params()
+    for gx_tx, optax_tx in [
+        (gx.adam(1e-3), optax.adam(1e-3)),
+        (gx.adamw(1e-3, weight_decay=0.1), optax.adamw(1e-3, weight_decay=0.1)),
+        (gx.chain(gx.clip_by_global_norm(1.0), gx.sgd(0.1, 0.9), gx.adam(SCHEDULE)),
+         optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, 0.9), optax.adam(1e-3))),
+    ]:
+        state, optax_state = gx_tx.init(params), optax_tx.init(params)
+        for _ in range(3):
+            _, state = jax.jit(gx_tx.update)(params, state, params)
+            with jax.numpy_dtype_promotion("standard"):
+                _, optax_state = jax.jit(optax_tx.update)(params, optax_state, params)
+        expected = optax.tree.get(optax_state, "count")
+        chex.assert_trees_all_equal(gx.tree_get(state, "count"), expected)
+        # tree_set moves the mirrored counts with it, so they keep agreeing.
+        reset = gx.tree_set(state, count=0)
+        counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(reset)
+                  if str(path[-1]) == ".count"]
+        assert len(counts) >= 2 and all(int(count) == 0 for count in counts)
 
 
 def test_a_leading_slash_anchors_at_the_root_and_every_listed_candidate_works():
     state = _state(gx.inject_hyperparams(gx.adam)(learning_rate=1e-3), steps=2)
+    assert gx.tree_get(state, "count") is state.inner_state[0].count
+    tx = gx.chain(gx.inject_hyperparams(gx.adam)(learning_rate=1e-3), gx.ema(0.9))
+    state = _state(tx, steps=2)
     with pytest.raises(KeyError) as info:
         gx.tree_get(state, "count")
     candidates = re.findall(r"(/(?:\w+/)*count)", str(info.value))
-    assert candidates == ["/count", "/inner_state/0/count", "/inner_state/1/count"]
+    assert candidates == ["/0/count", "/0/inner_state/0/count", "/0/inner_state/1/count",
+                          "/1/count"]
     for candidate in candidates:
         assert int(gx.tree_get(state, candidate)) == 2
-    assert gx.tree_get(state, "/count") is state.count
-    assert int(gx.tree_set(state, **{"/count": 7}).count) == 7
+    assert gx.tree_get(state, "/0/count") is state[0].count
+    assert int(gx.tree_set(state, **{"/0/count": 7})[0].count) == 7
 
 
-def test_missing_name_lists_the_names_there_and_hints_at_injection():
+def test_missing_name_gives_the_default_as_optax_and_tree_set_lists_the_names():
+    params = random_params()
     state = _state(gx.adam(SCHEDULE))
+    optax_state = optax.adam(1e-3).init(params)
+    assert optax.tree.get(optax_state, "learning_rate") is None
+    assert gx.tree_get(state, "learning_rate") is None
+    assert gx.tree_get(state, "learning_rate", default=0.5) == 0.5
     with pytest.raises(KeyError) as info:
-        gx.tree_get(state, "learning_rate")
+        gx.tree_set(state, learning_rate=0.1)
     message = str(info.value)
     assert "no 'learning_rate'" in message and "'mu'" in message and "'nu'" in message
     assert "inject_hyperparams" in message
-    assert gx.tree_get(state, "learning_rate", default=None) is None
+
+
+def test_a_state_class_name_and_a_filtering_function_select_as_in_optax():
+    params = random_params()
+    with jax.numpy_dtype_promotion("standard"):
+        optax_tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lambda c: 1 / (c + 1))
+        optax_state = optax_tx.init(params)
+    state = gx.chain(gx.scale_by_adam(), gx.sgd(0.1, 0.9)).init(params)
+    adam_state = gx.tree_get(state, "ScaleByAdamState")
+    assert adam_state is state[0]
+    optax_adam_state = optax.tree.get(
+        optax.chain(optax.scale_by_adam(), optax.sgd(0.1, 0.9)).init(params), "ScaleByAdamState")
+    assert adam_state._fields == optax_adam_state._fields
+    chex.assert_trees_all_equal(tuple(adam_state), tuple(optax_adam_state))
+    assert gx.tree_get(state, "TraceState") is state[1][0]
+
+    def arrays_only(path, value):
+        return isinstance(value, jax.Array)
+
+    gx_tx = gx.inject_hyperparams(gx.sgd)(learning_rate=gx.schedules.constant_schedule(1.0))
+    gx_state = gx_tx.init(params)
+    expected = optax.tree.get(optax_state, "learning_rate", filtering=arrays_only)
+    assert float(gx.tree_get(gx_state, "learning_rate", filtering=arrays_only)) == float(expected)
+    assert gx.tree_get(gx_state, "learning_rate", filtering=lambda path, value: False) is None
+    # The path a filter sees is the jax key path.
+    seen = []
+    gx.tree_get(gx_state, "learning_rate", filtering=lambda path, value: seen.append(path) or True)
+    assert seen == [(jax.tree_util.GetAttrKey("hyperparams"), jax.tree_util.DictKey("learning_rate"))]
 
 
 @pytest.mark.parametrize("name", [3, "", "/", None])
 def test_bad_name_is_a_type_error_naming_it(name):
     with pytest.raises(TypeError, match=re.escape(repr(name))):
         gx.tree_get(gx.adam(1e-3).init(random_params()), name)
+    with pytest.raises(TypeError, match="filtering must be a callable"):
+        gx.tree_get(gx.adam(1e-3).init(random_params()), "count", None, 3)
 
 
 def test_works_on_named_chains_and_plain_dicts():
@@ -110,7 +173,7 @@ def test_tree_set_keeps_dtypes_and_structure_and_leaves_the_rest():
 def test_tree_set_errors():
     state = _state(gx.inject_hyperparams(gx.adam)(learning_rate=1e-3))
     with pytest.raises(KeyError, match="ambiguous"):
-        gx.tree_set(state, count=0)
+        gx.tree_set(_state(gx.chain(gx.adam(1e-3), gx.params_ema(0.9))), count=0)
     with pytest.raises(KeyError, match="no 'lr'"):
         gx.tree_set(state, lr=0.1)
     with pytest.raises(ValueError, match=r"learning_rate must have shape \(\)"):
