@@ -224,9 +224,8 @@ def tree_set(tree: Any, filtering: Callable | None = None, /, **values: Any) -> 
             raise _ambiguous("tree_set", name, found)
         # Mirrored counts move with the count they mirror.
         for match in found:
-            new = _like("tree_set", name, value, match.value)
             check_set = getattr(match.parent, "check_set", None)
             if check_set is not None:
                 check_set("tree_set", match.names[-1], value)
-            targets[match.names] = new
+            targets[match.names] = _like("tree_set", name, value, match.value)
     return _replace(tree, (), targets)

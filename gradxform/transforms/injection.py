@@ -40,7 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform.core import numerics, validation
-from gradxform.core.base import GradientTransformation, OptState, describe, format_value
+from gradxform.core.base import (
+    GradientTransformation,
+    OptState,
+    describe,
+    format_value,
+    is_dtype_like,
+)
 from gradxform.core.combine import extra_args_filter
 from gradxform.transforms.hyperparams import HyperparamRules, Hyperparams
 
@@ -99,7 +105,8 @@ def _kind(name: str, value: Any, parameter: inspect.Parameter | None, static_arg
         return _STATEFUL
     # As optax: a callable is a schedule, unless the factory says it takes another
     # kind of function there (a mask, a skip rule) or static_args names it.
-    if callable(value) and not isinstance(value, tuple) and not _takes_other_callables(parameter):
+    is_function = callable(value) and not isinstance(value, (tuple, type)) and not is_dtype_like(value)
+    if is_function and not _takes_other_callables(parameter):
         return _SCHEDULED
     return _STATIC  # ints (step counts), None, strings, dtypes, masks, transformations
 
@@ -185,6 +192,24 @@ def _run_injected(run: Callable, given: dict, current: dict, operands: Any) -> A
     return injected(current, operands)
 
 
+def _reference(inner_factory, bound, scheduled, stateful) -> GradientTransformation:
+    """The factory's transformation for the given arguments, checking them now.
+
+    A factory that takes numbers only where optax would take a schedule
+    (``momentum``, ``b1``) rejects the schedule itself; it is then built, and
+    checked, with each schedule's first value.
+    """
+    try:
+        return inner_factory(*bound.args, **bound.kwargs)
+    except (TypeError, ValueError):
+        if not scheduled and not stateful:
+            raise
+    first = {name: schedule(numerics.zero_count()) for name, schedule in scheduled.items()}
+    first.update({name: schedule(schedule.init()) for name, schedule in stateful.items()})
+    call = inspect.BoundArguments(bound.signature, dict(bound.arguments, **first))
+    return inner_factory(*call.args, **call.kwargs)
+
+
 def _rebuild(inner_factory, static_args, hyperparam_dtype, arguments) -> GradientTransformation:
     """What a pickled injected transformation is rebuilt with."""
     return inject_hyperparams(inner_factory, static_args, hyperparam_dtype)(**arguments)
@@ -249,7 +274,6 @@ def inject_hyperparams(
     def build(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        reference = inner_factory(*bound.args, **bound.kwargs)  # validates the arguments
         kinds = {
             name: _kind(name, value, signature.parameters.get(name), static_args)
             for name, value in bound.arguments.items()
@@ -261,6 +285,7 @@ def inject_hyperparams(
             return {n: bound.arguments[n] for n, k in kinds.items() if k == kind}
 
         numeric, scheduled, stateful = of_kind(_NUMERIC), of_kind(_SCHEDULED), of_kind(_STATEFUL)
+        reference = _reference(inner_factory, bound, scheduled, stateful)
         rules = HyperparamRules(
             factory_name, inner_factory, bound, tuple(numeric), {**scheduled, **stateful}
         )
