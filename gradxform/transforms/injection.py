@@ -48,7 +48,7 @@ from gradxform.core.base import (
     is_dtype_like,
 )
 from gradxform.core.combine import extra_args_filter
-from gradxform.transforms.hyperparams import HyperparamRules, Hyperparams
+from gradxform.core.hyperparams import HyperparamRules, Hyperparams
 
 _STATIC, _NUMERIC, _SCHEDULED, _STATEFUL = "static", "numeric", "scheduled", "stateful"
 

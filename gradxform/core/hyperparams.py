@@ -76,9 +76,12 @@ class HyperparamRules:
         if isinstance(value, jax.core.Tracer):
             return
         array = np.asarray(value)
-        if array.shape != () or not (
-            jnp.issubdtype(array.dtype, jnp.number) and not jnp.issubdtype(array.dtype, jnp.complexfloating)
-        ) or array.dtype == np.bool_:
+        if array.shape != ():
+            raise ValueError(
+                f"{owner}: {name} must have shape () like the value it replaces, got shape "
+                f"{array.shape}: {value!r}"
+            )
+        if not jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.complexfloating):
             raise TypeError(
                 f"{owner}: {name} of {where} must be a real number (a float or a 0-d array), "
                 f"got {value!r}"
