@@ -56,6 +56,7 @@ def operand(value: Any, dtype: Any) -> Any:
 
     A Python number becomes a constant rounded once, to ``dtype``, as
     ``jax.numpy`` rounds a weakly typed scalar."""
+    value = python_number(value)
     if isinstance(value, (int, float, complex)):
         return np.asarray(value, dtype)
     return lax.convert_element_type(value, dtype)
@@ -158,10 +159,23 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def python_number(value: Any) -> Any:
+    """A Python or numpy scalar as a Python number; anything else (an array) unchanged.
+
+    A numpy scalar (``np.float64(0.5)``) is strongly typed for JAX: it would
+    promote float32 or bfloat16 arithmetic to float64, and fail under strict
+    promotion. Its Python value is weakly typed and takes the arrays' dtype.
+    """
+    if isinstance(value, np.generic) and value.shape == ():
+        return value.item()
+    return value
+
+
 def hyperparameter(value: Any, dtype: Any) -> Any:
-    """``value`` ready to meet arrays of ``dtype``: a Python number is returned as it
-    is (weakly typed, never rounded), an array (a value injected by
+    """``value`` ready to meet arrays of ``dtype``: a Python (or numpy) number is returned
+    as a Python number (weakly typed, never rounded), an array (a value injected by
     ``inject_hyperparams``, or traced) is cast to ``dtype``."""
+    value = python_number(value)
     if isinstance(value, (int, float)):
         return value
     return jnp.asarray(value).astype(dtype)
@@ -178,17 +192,60 @@ def moment(decay: Any, previous: jax.Array, value: jax.Array) -> jax.Array:
                    lax.mul(operand(decay, value.dtype), previous))
 
 
-def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
-    """``1 - decay**count`` in float32, the divisor that debiases a moment at step ``count``."""
-    # A float32 exponent is valid under strict promotion (an int32 one is not, under
-    # jit); it gave bitwise the same values as optax's int32 exponent for counts
-    # 1..99 when checked, and the optax parity tests hold it to 2e-6.
-    return (1 - decay ** count.astype(jnp.float32)).astype(jnp.float32)
+def bias_correction(decay: Any, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """``1 - decay**count`` in ``dtype``, the divisor that debiases a moment at step ``count``.
+
+    ``dtype`` is the moment's compute dtype: float32, or float64 for float64
+    params, where ``1 - 0.999999**t`` in float32 would be off by 0.7%.
+    """
+    # A float exponent is valid under strict promotion (an int32 one is not, under
+    # jit); in float32 it gave bitwise the same values as optax's int32 exponent for
+    # counts 1..99 when checked, and the optax parity tests hold it to 2e-6.
+    dtype = np.dtype(dtype)
+    return (1 - hyperparameter(decay, dtype) ** count.astype(dtype)).astype(dtype)
 
 
-def schedule_value(learning_rate: Any, count: jax.Array) -> Any:
-    """Evaluates a schedule at ``count``; returns a constant unchanged."""
-    return learning_rate(count) if callable(learning_rate) else learning_rate
+def per_dtype(compute: Any) -> Any:
+    """``compute(dtype)`` memoised per dtype: one bias correction per compute dtype in a tree."""
+    results: dict = {}
+
+    def get(dtype: Any) -> Any:
+        key = np.dtype(dtype)
+        if key not in results:
+            results[key] = compute(key)
+        return results[key]
+
+    return get
+
+
+def schedule_value(learning_rate: Any, count: jax.Array, owner: str, argument: str) -> Any:
+    """Evaluates a schedule at ``count``; returns a constant unchanged.
+
+    What a schedule returns must be one real number: a Python int or float, or
+    a 0-d integer or floating-point array. Anything else raises when the step
+    is traced (shapes are known then), naming ``owner`` and ``argument``: a
+    shaped array would multiply each entry of the updates by a different
+    factor, or broadcast them to its own shape.
+    """
+    if not callable(learning_rate):
+        return learning_rate
+    value = learning_rate(count)
+    dtype = getattr(value, "dtype", None)
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not real and not (
+        dtype is not None
+        and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+    ):
+        raise TypeError(
+            f"{owner}: {argument} must return a real number when called with the step count, "
+            f"got {value!r} from {argument}={learning_rate!r}"
+        )
+    if np.shape(value) != ():
+        raise ValueError(
+            f"{owner}: {argument} must return one number per step (shape ()), got an array of "
+            f"shape {np.shape(value)} from {argument}={learning_rate!r}; reduce it to a scalar"
+        )
+    return value
 
 
 def scale_leaf(factor: Any, x: jax.Array) -> jax.Array:
@@ -197,6 +254,7 @@ def scale_leaf(factor: Any, x: jax.Array) -> jax.Array:
     ``factor`` may be a Python number, a numpy scalar or a jax scalar of any float
     dtype: it is never rounded to ``x``'s dtype before the multiplication.
     """
+    factor = python_number(factor)
     if isinstance(factor, (int, float)):  # weakly typed: no rounding, no promotion
         x_c = upcast(x)
         return lax.convert_element_type(lax.mul(operand(factor, x_c.dtype), x_c), x.dtype)

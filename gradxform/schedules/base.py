@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from gradxform.core import validation
+
 F32 = jnp.float32
 
 
@@ -18,6 +20,11 @@ class ScheduleObject:
     """
 
     public_name: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """The name errors give: the public name under ``gx.``, ``schedules.linear_schedule``."""
+        return f"schedules.{self.public_name or type(self).__name__}"
 
     def arguments(self) -> dict:
         """The constructor arguments, in order."""
@@ -32,3 +39,16 @@ class ScheduleObject:
 def as_float_count(count: Any):
     """The step count as a float32 array (an int32 count divides exactly as optax's does)."""
     return jnp.asarray(count).astype(F32)
+
+
+def check_exponent(owner: str, name: str, value: Any) -> None:
+    """An exponent of a base that reaches 0 at the end of a decay: it must be >= 0.
+
+    ``0 ** p`` is inf for ``p < 0``, and 1 for ``p = 0``.
+    """
+    number = validation.real_number(owner, name, value)
+    if number is not None and number < 0:
+        raise ValueError(
+            f"{owner}: {name} must be >= 0, got {value!r}: the base it raises reaches 0 at the "
+            f"end of the decay, where a negative {name} gives inf"
+        )

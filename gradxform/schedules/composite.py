@@ -8,8 +8,8 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from gradxform.core import validation
-from gradxform.schedules.base import F32, ScheduleObject, as_float_count
-from gradxform.schedules.standard import ConstantSchedule, CosineDecaySchedule, LinearSchedule
+from gradxform.schedules.base import F32, ScheduleObject, as_float_count, check_exponent
+from gradxform.schedules.standard import CosineDecaySchedule, LinearSchedule
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -19,10 +19,13 @@ class JoinSchedules(ScheduleObject):
     .. math::
         s(t) = s_i(t - b_i) \quad \text{for } b_i \le t < b_{i+1}, \; b_0 = 0
 
+    Unlike optax, boundaries that are not strictly increasing from 1 raise:
+    they would leave a schedule without a single step.
+
     Args:
       schedules: :math:`n` schedules; each sees the steps since its boundary.
-      boundaries: the :math:`n - 1` steps :math:`b_1 < b_2 < \dots` where the
-        next schedule starts.
+      boundaries: the :math:`n - 1` steps :math:`0 < b_1 < b_2 < \dots` where
+        the next schedule starts.
 
     Example:
       >>> import gradxform as gx
@@ -37,7 +40,7 @@ class JoinSchedules(ScheduleObject):
     public_name = "join_schedules"
 
     def __post_init__(self):
-        owner = self.public_name
+        owner = self.owner
         if not isinstance(self.schedules, (list, tuple)):
             raise TypeError(
                 f"{owner}: schedules must be a list of schedules, got {self.schedules!r}"
@@ -47,16 +50,23 @@ class JoinSchedules(ScheduleObject):
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
         if len(self.boundaries) != len(self.schedules) - 1:
             raise ValueError(
-                f"join_schedules: boundaries must have one entry fewer than schedules, got "
+                f"{owner}: boundaries must have one entry fewer than schedules, got "
                 f"{len(self.boundaries)} boundaries for {len(self.schedules)} schedules: "
                 f"schedules={list(self.schedules)!r}, boundaries={list(self.boundaries)!r}"
             )
         for schedule in self.schedules:
             if not callable(schedule):
                 raise TypeError(
-                    f"join_schedules: schedules must be callable, got {schedule!r} in "
+                    f"{owner}: schedules must be callable, got {schedule!r} in "
                     f"schedules={list(self.schedules)!r}"
                 )
+        starts = (0,) + self.boundaries
+        if any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ValueError(
+                f"{owner}: boundaries must increase strictly from 1 (schedule i runs from "
+                f"boundaries[i-1] to boundaries[i], the first from step 0), got "
+                f"boundaries={list(self.boundaries)!r}, which leaves a schedule no step"
+            )
 
     def __call__(self, step):
         step = jnp.asarray(step)
@@ -83,7 +93,7 @@ class WarmupCosineDecaySchedule(ScheduleObject):
       warmup_steps: :math:`W \ge 0`.
       decay_steps: :math:`T > W`, the total length including the warmup.
       end_value: :math:`v_{end}`.
-      exponent: :math:`e`.
+      exponent: :math:`e \ge 0` (a negative one would give inf at :math:`t = T`).
 
     Example:
       >>> import gradxform as gx
@@ -101,9 +111,10 @@ class WarmupCosineDecaySchedule(ScheduleObject):
     public_name = "warmup_cosine_decay_schedule"
 
     def __post_init__(self):
-        owner = self.public_name
-        for name in ("init_value", "peak_value", "end_value", "exponent"):
+        owner = self.owner
+        for name in ("init_value", "peak_value", "end_value"):
             validation.real_number(owner, name, getattr(self, name))
+        check_exponent(owner, "exponent", self.exponent)
         validation.positive_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
         validation.positive_int(owner, "decay_steps", self.decay_steps)
         if self.decay_steps <= self.warmup_steps:
@@ -112,17 +123,16 @@ class WarmupCosineDecaySchedule(ScheduleObject):
                 f"got {self.decay_steps!r}"
             )
 
-    def joined(self) -> JoinSchedules:
-        """The equivalent `join_schedules` of a linear warmup and a cosine decay."""
+    def joined(self) -> ScheduleObject:
+        """The equivalent `join_schedules` of a linear warmup and a cosine decay (the decay
+        alone without warmup)."""
         alpha = 0.0 if self.peak_value == 0.0 else self.end_value / self.peak_value
-        warmup = (
-            LinearSchedule(self.init_value, self.peak_value, self.warmup_steps)
-            if self.warmup_steps > 0
-            else ConstantSchedule(self.init_value)
-        )
         decay = CosineDecaySchedule(
             self.peak_value, self.decay_steps - self.warmup_steps, alpha, self.exponent
         )
+        if self.warmup_steps == 0:
+            return decay
+        warmup = LinearSchedule(self.init_value, self.peak_value, self.warmup_steps)
         return JoinSchedules((warmup, decay), (self.warmup_steps,))
 
     def __call__(self, step):
@@ -156,15 +166,20 @@ class SgdrSchedule(ScheduleObject):
     def __post_init__(self):
         given = self.cosine_kwargs
         if not isinstance(given, (list, tuple)) or not all(isinstance(k, dict) for k in given):
-            raise TypeError(f"sgdr_schedule: cosine_kwargs must be a list of dicts, got {given!r}")
+            raise TypeError(f"{self.owner}: cosine_kwargs must be a list of dicts, got {given!r}")
         object.__setattr__(self, "cosine_kwargs", tuple(dict(k) for k in self.cosine_kwargs))
         if not self.cosine_kwargs:
             raise ValueError(
-                f"sgdr_schedule: cosine_kwargs must hold at least one cycle, got {given!r}"
+                f"{self.owner}: cosine_kwargs must hold at least one cycle, got {given!r}"
             )
-        with validation.inside("cosine_kwargs", given):
-            for kwargs in self.cosine_kwargs:
-                WarmupCosineDecaySchedule(**kwargs)  # validates each cycle
+        for index, kwargs in enumerate(self.cosine_kwargs):
+            try:
+                WarmupCosineDecaySchedule(**kwargs)  # validates the cycle
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"{self.owner}: cosine_kwargs[{index}] is not a valid cycle: {error}; in "
+                    f"cosine_kwargs={given!r}"
+                ) from None
 
     def __hash__(self):
         return hash(tuple(tuple(sorted(k.items())) for k in self.cosine_kwargs))
@@ -207,13 +222,33 @@ def _check_onecycle(owner: str, transition_steps: Any, peak_value: Any) -> None:
 
 
 def _check_onecycle_shape(schedule: Any) -> None:
-    """The fractions of ``transition_steps`` in [0, 1] and the divisors > 0."""
-    owner = schedule.public_name
-    for name in ("pct_start", "pct_final"):
-        if hasattr(schedule, name):
-            validation.decay_rate(owner, name, getattr(schedule, name), allow_one=True)
+    """The fractions of ``transition_steps`` in [0, 1], on steps in order, and the divisors > 0.
+
+    Each phase ends on the step ``int(pct * transition_steps)``, a key of the
+    dict the schedule interpolates; two phases ending on the same step would
+    leave one dict entry, silently dropping a phase.
+    """
+    owner, steps = schedule.owner, schedule.transition_steps
+    names = [name for name in ("pct_start", "pct_final") if hasattr(schedule, name)]
+    for name in names:
+        validation.decay_rate(owner, name, getattr(schedule, name), allow_one=True)
     validation.positive(owner, "div_factor", schedule.div_factor)
     validation.positive(owner, "final_div_factor", schedule.final_div_factor)
+    ends = [int(getattr(schedule, name) * steps) for name in names]
+    if len(ends) == 2 and ends[0] >= ends[1]:
+        raise ValueError(
+            f"{owner}: pct_start must end the warmup on an earlier step than pct_final ends the "
+            f"decay, int(pct_start * transition_steps) < int(pct_final * transition_steps), got "
+            f"pct_start={schedule.pct_start!r}, pct_final={schedule.pct_final!r} with "
+            f"transition_steps={steps!r} (steps {ends[0]} and {ends[1]})"
+        )
+    if ends[-1] >= steps:
+        name = names[-1]
+        raise ValueError(
+            f"{owner}: {name} must end its phase before the last phase ends at "
+            f"transition_steps, int({name} * transition_steps) < transition_steps, got "
+            f"{name}={getattr(schedule, name)!r} with transition_steps={steps!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -227,8 +262,8 @@ class LinearOnecycleSchedule(ScheduleObject):
     Args:
       transition_steps: :math:`T \ge 1`.
       peak_value: :math:`v_{peak}`.
-      pct_start: :math:`p_s`.
-      pct_final: :math:`p_f`.
+      pct_start: :math:`p_s`, with :math:`\lfloor p_s T \rfloor < \lfloor p_f T \rfloor`.
+      pct_final: :math:`p_f`, with :math:`\lfloor p_f T \rfloor < T`.
       div_factor: :math:`d`.
       final_div_factor: :math:`d_f`.
 
@@ -247,7 +282,7 @@ class LinearOnecycleSchedule(ScheduleObject):
     public_name = "linear_onecycle_schedule"
 
     def __post_init__(self):
-        _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+        _check_onecycle(self.owner, self.transition_steps, self.peak_value)
         _check_onecycle_shape(self)
 
     def __call__(self, count):
@@ -275,7 +310,7 @@ class CosineOnecycleSchedule(ScheduleObject):
     Args:
       transition_steps: :math:`T \ge 1`.
       peak_value: :math:`v_{peak}`.
-      pct_start: :math:`p_s`.
+      pct_start: :math:`p_s`, with :math:`\lfloor p_s T \rfloor < T`.
       div_factor: :math:`d`.
       final_div_factor: :math:`d_f`.
 
@@ -293,7 +328,7 @@ class CosineOnecycleSchedule(ScheduleObject):
     public_name = "cosine_onecycle_schedule"
 
     def __post_init__(self):
-        _check_onecycle(self.public_name, self.transition_steps, self.peak_value)
+        _check_onecycle(self.owner, self.transition_steps, self.peak_value)
         _check_onecycle_shape(self)
 
     def __call__(self, count):

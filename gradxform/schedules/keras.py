@@ -3,7 +3,10 @@
 Each is a small frozen dataclass: calling it with a step gives the rate, its
 ``repr`` shows its parameters, and ``get_config()`` returns them as Keras does.
 The arithmetic follows ``keras.optimizers.schedules`` operation by operation, in
-float32, so the values agree with Keras's to float32 rounding.
+float32, so the values agree with Keras's to float32 rounding. Arguments for
+which Keras returns inf or NaN at some step (a negative ``power``, a ``t_mul``
+below 1) or silently skips a value (equal boundaries) raise instead, naming the
+schedule as ``keras.PolynomialDecay``.
 """
 
 from __future__ import annotations
@@ -15,19 +18,25 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradxform.core import validation
+from gradxform.schedules.base import check_exponent
 
 _F32 = jnp.float32
+
+
+def _owner(schedule: Any) -> str:
+    return f"keras.{type(schedule).__name__}"
 
 
 def _check_decay_steps(owner: str, name: str, value: Any) -> None:
     validation.real_number(owner, name, value)
     if value <= 0:
-        raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
+        raise ValueError(f"{owner}: Argument `{name}` must be > 0. Received: {name}={value}")
+    validation.positive(owner, name, value)  # and not 0 once rounded to float32
 
 
 def _check_fields(schedule: Any, real=(), non_negative=(), positive=(), boolean=()) -> None:
     """Checks the named fields of a Keras schedule, and its ``name``."""
-    owner = type(schedule).__name__
+    owner = _owner(schedule)
     for names, check in ((real, validation.real_number), (non_negative, validation.non_negative),
                          (positive, validation.positive), (boolean, validation.boolean)):
         for name in names:
@@ -60,7 +69,7 @@ class _StepDecay(_KerasSchedule):
     name: str = ""
 
     def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+        _check_decay_steps(_owner(self), "decay_steps", self.decay_steps)
         _check_fields(self, real=["initial_learning_rate"], non_negative=["decay_rate"],
                       boolean=["staircase"])
 
@@ -101,8 +110,10 @@ class PiecewiseConstantDecay(_KerasSchedule):
         \eta(t) = v_0 \text{ if } t \le b_0;\; v_i \text{ if } b_{i-1} < t \le b_i;\;
         v_n \text{ if } t > b_{n-1}
 
+    Unlike Keras, equal boundaries raise: the value between them would never be used.
+
     Args:
-      boundaries: increasing steps :math:`b_0 < \dots < b_{n-1}`.
+      boundaries: strictly increasing steps :math:`b_0 < \dots < b_{n-1}`.
       values: the :math:`n+1` rates.
       name: kept for Keras compatibility.
 
@@ -117,14 +128,22 @@ class PiecewiseConstantDecay(_KerasSchedule):
     name: str = "PiecewiseConstant"
 
     def __post_init__(self):
-        owner = type(self).__name__
+        owner = _owner(self)
         validation.real_sequence(owner, "boundaries", self.boundaries, non_decreasing=True)
         validation.real_sequence(owner, "values", self.values)
         _check_fields(self)
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
         object.__setattr__(self, "values", tuple(self.values))
+        known = [validation.real_number(owner, "boundaries", b) for b in self.boundaries]
+        if any(a is not None and a == b for a, b in zip(known, known[1:])):
+            raise ValueError(
+                f"{owner}: boundaries must be strictly increasing, got "
+                f"boundaries={list(self.boundaries)!r}: between two equal boundaries the value "
+                f"in values would never be used"
+            )
         if len(self.boundaries) != len(self.values) - 1:
             raise ValueError(
+                f"{owner}: "
                 "The length of boundaries should be 1 less than the length of values. "
                 f"Received: boundaries={list(self.boundaries)} of length "
                 f"{len(self.boundaries)}, and values={list(self.values)} of length "
@@ -155,16 +174,18 @@ class PolynomialDecay(_KerasSchedule):
         \eta(t) = (\eta_0 - \eta_{end}) (1 - \min(t, T)/T)^{power} + \eta_{end}
 
     With ``cycle``, :math:`T` is replaced by :math:`T \lceil t/T \rceil` (and
-    :math:`T` at :math:`t = 0`) instead of capping :math:`t`. One difference
+    :math:`T` at :math:`t = 0`) instead of capping :math:`t`. Two differences
     from Keras: :math:`1 - t/T` is clamped at 0, because under ``jit`` float32
     rounding can make it slightly negative at :math:`t = T`, where Keras then
-    returns NaN for a fractional ``power``.
+    returns NaN for a fractional ``power``; and a negative ``power``, for which
+    Keras returns inf at :math:`t = T` (and with ``cycle`` at every multiple of
+    :math:`T`), raises.
 
     Args:
       initial_learning_rate: :math:`\eta_0`.
       decay_steps: :math:`T > 0`.
       end_learning_rate: :math:`\eta_{end}`.
-      power: the exponent.
+      power: the exponent, :math:`\ge 0`.
       cycle: restart the decay every :math:`T` steps with a longer period.
       name: kept for Keras compatibility.
 
@@ -182,9 +203,10 @@ class PolynomialDecay(_KerasSchedule):
     name: str = "PolynomialDecay"
 
     def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
-        _check_fields(self, real=["initial_learning_rate", "end_learning_rate", "power"],
+        _check_decay_steps(_owner(self), "decay_steps", self.decay_steps)
+        _check_fields(self, real=["initial_learning_rate", "end_learning_rate"],
                       boolean=["cycle"])
+        check_exponent(_owner(self), "power", self.power)
 
     def __call__(self, step):
         initial = jnp.asarray(self.initial_learning_rate, _F32)
@@ -267,10 +289,10 @@ class CosineDecay(_KerasSchedule):
     warmup_steps: float = 0
 
     def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "decay_steps", self.decay_steps)
+        _check_decay_steps(_owner(self), "decay_steps", self.decay_steps)
         _check_fields(self, real=["initial_learning_rate", "alpha"],
                       non_negative=["warmup_steps"])
-        validation.optional_real(type(self).__name__, "warmup_target", self.warmup_target)
+        validation.optional_real(_owner(self), "warmup_target", self.warmup_target)
 
     def _decay(self, step, decay_steps, decay_from):
         completed = step / decay_steps
@@ -286,7 +308,9 @@ class CosineDecay(_KerasSchedule):
         target = jnp.asarray(self.warmup_target, _F32)
         warmup_steps = jnp.asarray(self.warmup_steps, _F32)
         step = jnp.minimum(step, decay_steps + warmup_steps)
-        warmup = (target - initial) * (step / warmup_steps) + initial
+        # With no warmup this branch is discarded; dividing by 1 keeps it free of 0/0.
+        warmup_divisor = jnp.where(warmup_steps > 0, warmup_steps, _F32(1))
+        warmup = (target - initial) * (step / warmup_divisor) + initial
         decay = self._decay(step - warmup_steps, decay_steps, target)
         return jnp.where(step < warmup_steps, warmup, decay)
 
@@ -306,7 +330,9 @@ class CosineDecayRestarts(_KerasSchedule):
     Args:
       initial_learning_rate: :math:`\eta_0`.
       first_decay_steps: :math:`T_0 > 0`.
-      t_mul: each period is :math:`t_{mul}` times longer than the previous.
+      t_mul: :math:`t_{mul} \ge 1`, each period is :math:`t_{mul}` times longer
+        than the previous. (Below 1 the periods add up to :math:`T_0 / (1 -
+        t_{mul})` steps, after which Keras returns NaN; it raises here.)
       m_mul: each restart starts :math:`m_{mul}` times lower.
       alpha: the final rate as a fraction of the restart's rate.
       name: kept for Keras compatibility.
@@ -325,9 +351,18 @@ class CosineDecayRestarts(_KerasSchedule):
     name: str = "SGDRDecay"
 
     def __post_init__(self):
-        _check_decay_steps(type(self).__name__, "first_decay_steps", self.first_decay_steps)
+        owner = _owner(self)
+        _check_decay_steps(owner, "first_decay_steps", self.first_decay_steps)
         _check_fields(self, real=["initial_learning_rate", "alpha"], non_negative=["m_mul"],
                       positive=["t_mul"])
+        t_mul = validation.real_number(owner, "t_mul", self.t_mul)
+        if t_mul is not None and t_mul < 1:
+            raise ValueError(
+                f"{owner}: t_mul must be >= 1, got t_mul={self.t_mul!r}: with shorter and "
+                f"shorter periods the restarts add up to first_decay_steps / (1 - t_mul) = "
+                f"{self.first_decay_steps / (1 - self.t_mul):g} steps, after which Keras "
+                f"returns NaN"
+            )
 
     def __call__(self, step):
         initial = jnp.asarray(self.initial_learning_rate, _F32)

@@ -4,7 +4,8 @@ Each is a frozen dataclass; calling it with the step count gives the value.
 The arithmetic follows optax 0.2.8 operation by operation (in float32 for an
 int32 count), so the values are the same, and it is clean under strict dtype
 promotion. Where optax logs and silently falls back (a non-positive
-``transition_steps``, a negative ``transition_begin``), these raise instead.
+``transition_steps``, a negative ``transition_begin``) or returns inf (a
+negative ``power`` or ``exponent``, at the end of the decay), these raise instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradxform.core import validation
-from gradxform.schedules.base import F32, ScheduleObject, as_float_count
+from gradxform.schedules.base import F32, ScheduleObject, as_float_count, check_exponent
 
 
 def _check_steps(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -52,14 +53,15 @@ class PolynomialSchedule(ScheduleObject):
     .. math::
         s(t) = (v_0 - v_1)\left(1 - \frac{\mathrm{clip}(t - b, 0, T)}{T}\right)^{p} + v_1
 
-    One difference from optax: the base is clamped at 0, because under ``jit``
-    float32 rounding can make it slightly negative at :math:`t - b = T`, where
-    optax then returns NaN for a fractional power.
+    Two differences from optax: the base is clamped at 0, because under
+    ``jit`` float32 rounding can make it slightly negative at :math:`t - b = T`,
+    where optax then returns NaN for a fractional power; and a negative power,
+    for which optax returns inf from :math:`t - b = T` on, raises.
 
     Args:
       init_value: :math:`v_0`.
       end_value: :math:`v_1`.
-      power: :math:`p`.
+      power: :math:`p \ge 0`.
       transition_steps: :math:`T \ge 1`.
       transition_begin: :math:`b \ge 0`, steps at :math:`v_0` before the decay.
 
@@ -77,10 +79,11 @@ class PolynomialSchedule(ScheduleObject):
     public_name = "polynomial_schedule"
 
     def __post_init__(self):
-        for name in ("init_value", "end_value", "power"):
-            validation.real_number(self.public_name, name, getattr(self, name))
-        _check_steps(self.public_name, "transition_steps", self.transition_steps)
-        _check_steps(self.public_name, "transition_begin", self.transition_begin, allow_zero=True)
+        for name in ("init_value", "end_value"):
+            validation.real_number(self.owner, name, getattr(self, name))
+        check_exponent(self.owner, "power", self.power)
+        _check_steps(self.owner, "transition_steps", self.transition_steps)
+        _check_steps(self.owner, "transition_begin", self.transition_begin, allow_zero=True)
 
     def __call__(self, count):
         count = jnp.clip(jnp.asarray(count) - self.transition_begin, 0, self.transition_steps)
@@ -156,18 +159,21 @@ class ExponentialDecaySchedule(ScheduleObject):
     public_name = "exponential_decay"
 
     def __post_init__(self):
-        _check_steps(self.public_name, "transition_steps", self.transition_steps)
-        _check_steps(self.public_name, "transition_begin", self.transition_begin, allow_zero=True)
-        validation.positive(self.public_name, "decay_rate", self.decay_rate)
-        validation.real_number(self.public_name, "init_value", self.init_value)
-        validation.optional_real(self.public_name, "end_value", self.end_value)
-        validation.boolean(self.public_name, "staircase", self.staircase)
+        _check_steps(self.owner, "transition_steps", self.transition_steps)
+        _check_steps(self.owner, "transition_begin", self.transition_begin, allow_zero=True)
+        validation.positive(self.owner, "decay_rate", self.decay_rate)
+        validation.real_number(self.owner, "init_value", self.init_value)
+        validation.optional_real(self.owner, "end_value", self.end_value)
+        validation.boolean(self.owner, "staircase", self.staircase)
 
     def __call__(self, count):
         decreased = jnp.asarray(count) - self.transition_begin
         p = as_float_count(decreased) / self.transition_steps
         if self.staircase:
             p = jnp.floor(p)
+        # Before transition_begin the power is discarded; a negative exponent there could
+        # overflow to inf, and 0 * inf is NaN.
+        p = jnp.maximum(p, 0.0)
         value = jnp.where(
             decreased <= 0, self.init_value, self.init_value * jnp.power(self.decay_rate, p)
         )
@@ -185,11 +191,14 @@ class CosineDecaySchedule(ScheduleObject):
         s(t) = v_0\left((1-\alpha)\left(\tfrac12\left(1 + \cos\frac{\pi \min(t, T)}{T}\right)\right)^{e}
         + \alpha\right)
 
+    A negative exponent, for which optax returns inf from :math:`t = T` on
+    (where the cosine term is 0), raises.
+
     Args:
       init_value: :math:`v_0`.
       decay_steps: :math:`T \ge 1`.
       alpha: :math:`\alpha`, the final value as a fraction of :math:`v_0`.
-      exponent: :math:`e`.
+      exponent: :math:`e \ge 0`.
 
     Example:
       >>> import gradxform as gx
@@ -204,9 +213,10 @@ class CosineDecaySchedule(ScheduleObject):
     public_name = "cosine_decay_schedule"
 
     def __post_init__(self):
-        _check_steps(self.public_name, "decay_steps", self.decay_steps)
-        for name in ("init_value", "alpha", "exponent"):
-            validation.real_number(self.public_name, name, getattr(self, name))
+        _check_steps(self.owner, "decay_steps", self.decay_steps)
+        for name in ("init_value", "alpha"):
+            validation.real_number(self.owner, name, getattr(self, name))
+        check_exponent(self.owner, "exponent", self.exponent)
 
     def __call__(self, count):
         count = jnp.minimum(as_float_count(count), float(self.decay_steps))
@@ -237,7 +247,7 @@ class PiecewiseConstantSchedule(ScheduleObject):
     public_name = "piecewise_constant_schedule"
 
     def __post_init__(self):
-        owner, given = self.public_name, self.boundaries_and_scales
+        owner, given = self.owner, self.boundaries_and_scales
         validation.real_number(owner, "init_value", self.init_value)
         if given is not None and not isinstance(given, dict):
             raise TypeError(f"{owner}: boundaries_and_scales must be a dict {{step: scale}} or "
@@ -286,8 +296,8 @@ class WarmupConstantSchedule(LinearSchedule):
     public_name = "warmup_constant_schedule"
 
     def __post_init__(self):
-        _check_steps(self.public_name, "warmup_steps", self.warmup_steps)
-        validation.real_number(self.public_name, "peak_value", self.peak_value)
+        _check_steps(self.owner, "warmup_steps", self.warmup_steps)
+        validation.real_number(self.owner, "peak_value", self.peak_value)
         object.__setattr__(self, "end_value", self.peak_value)
         object.__setattr__(self, "transition_steps", self.warmup_steps)
         super().__post_init__()

@@ -3,7 +3,11 @@
 The training loop multiplies the loss by the current scale (`scale_loss`)
 before differentiating, so that small float16 gradients do not underflow; these
 transformations divide the gradients by the same scale before anything else
-sees them.
+sees them. Every scale is kept in float32 and stays in :math:`[2^{-126}, 2^{126}]`,
+where it and its reciprocal are normal float32 numbers: XLA divides by a scale
+by multiplying with its reciprocal and flushes subnormal numbers to 0, so a
+scale of :math:`2^{127}` would unscale every gradient to 0, and a scale of 0
+or inf would give NaN.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradxform.core import control, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
+
+# The scales s for which s and 1/s are both normal float32 numbers.
+SMALLEST_SCALE = float(np.finfo(np.float32).tiny)  # 2**-126
+LARGEST_SCALE = 1.0 / SMALLEST_SCALE  # 2**126
 
 
 class StaticLossScaleState(NamedTuple):
@@ -30,6 +39,36 @@ class DynamicLossScaleState(NamedTuple):
     growth_count: jax.Array  # int32, shape (): consecutive finite steps, Keras's step_counter
     skipped_steps: jax.Array  # int32, shape (): non-finite steps skipped so far
     inner_state: Any
+
+
+def check_scale(owner: str, name: str, value: Any) -> float | None:
+    """A real number in ``[2**-126, 2**126]``, returned as a Python float (None for a tracer)."""
+    number = validation.real_number(owner, name, value)
+    if number is not None and not SMALLEST_SCALE <= number <= LARGEST_SCALE:
+        raise ValueError(
+            f"{owner}: {name} must be in [2**-126, 2**126] = [{SMALLEST_SCALE:g}, "
+            f"{LARGEST_SCALE:g}], where the scale and its reciprocal, which gradients are "
+            f"multiplied by, are normal float32 numbers, got {value!r}"
+        )
+    return number
+
+
+def check_dynamic_scales(
+    owner: str, initial_scale: Any, min_loss_scale: Any, max_loss_scale: Any
+) -> None:
+    """Each scale in ``[2**-126, 2**126]``, and ``min_loss_scale <= initial_scale``
+    ``<= max_loss_scale``."""
+    numbers = [
+        check_scale(owner, name, value)
+        for name, value in (("initial_scale", initial_scale), ("min_loss_scale", min_loss_scale),
+                            ("max_loss_scale", max_loss_scale))
+    ]
+    if None not in numbers and not numbers[1] <= numbers[0] <= numbers[2]:
+        raise ValueError(
+            f"{owner}: the scales must satisfy min_loss_scale <= initial_scale <= max_loss_scale, "
+            f"got min_loss_scale={min_loss_scale!r}, initial_scale={initial_scale!r}, "
+            f"max_loss_scale={max_loss_scale!r}"
+        )
 
 
 def _unscale(updates: Any, loss_scale: jax.Array) -> Any:
@@ -57,7 +96,7 @@ def static_loss_scale(loss_scale: float) -> GradientTransformation:
     and clipping, as this does when it comes first.
 
     Args:
-      loss_scale: :math:`s > 0`, finite.
+      loss_scale: :math:`s` in :math:`[2^{-126}, 2^{126}]` (see the module docstring).
 
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
@@ -66,7 +105,7 @@ def static_loss_scale(loss_scale: float) -> GradientTransformation:
       >>> gx.scale_loss(jnp.float32(0.5), state)
       Array(512., dtype=float32)
     """
-    validation.positive("static_loss_scale", "loss_scale", loss_scale)
+    check_scale("static_loss_scale", "loss_scale", loss_scale)
 
     def init_fn(params):
         del params
@@ -84,30 +123,58 @@ def dynamic_loss_scale(
     inner: GradientTransformation,
     initial_scale: float = 2.0**15,
     dynamic_growth_steps: int = 2000,
+    min_loss_scale: float = 1.0,
+    max_loss_scale: float = 2.0**126,
 ) -> GradientTransformation:
-    r"""Dynamic loss scaling around ``inner``, as Keras's ``LossScaleOptimizer``.
+    r"""Dynamic loss scaling around ``inner``, as Keras's ``LossScaleOptimizer``, within bounds.
 
-    The incoming gradients are those of the scaled loss :math:`s \cdot L`:
+    The incoming gradients are those of the scaled loss :math:`s \cdot L`, and
+    :math:`\hat g = g / s`:
 
     .. math::
         \begin{cases}
-        u = \mathrm{inner}(g / s); \;\; s \leftarrow 2s \text{ after } N \text{ finite steps in a row}
-          & g \text{ finite} \\
-        u = -0,\; \mathrm{inner\ state\ unchanged}; \;\; s \leftarrow s/2 & \text{otherwise}
+        u = \mathrm{inner}(\hat g); \;\; s \leftarrow 2s \text{ after } N \text{ finite steps
+        in a row, if } 2s \le s_{max} & \hat g \text{ finite} \\
+        u = -0,\; \mathrm{inner\ state\ unchanged}; \;\; s \leftarrow \max(s/2,\, s_{min})
+        & \text{otherwise}
         \end{cases}
 
-    On a step with any NaN or inf gradient the update is ``-0.0`` (the params
-    stay bit-for-bit the same), the inner state (moments, counters, averages,
-    accumulators, schedules) is left untouched, the scale halves and
-    ``skipped_steps`` counts it. After ``dynamic_growth_steps`` consecutive
-    finite steps the scale doubles, after that step has used the old scale.
-    As in Keras there are no bounds on the scale. Differentiate
-    ``gx.scale_loss(loss, state)``.
+    On a step with any NaN or inf in :math:`\hat g` the update is ``-0.0``
+    (the params stay bit-for-bit the same), the inner state (moments,
+    counters, averages, accumulators, schedules) is left untouched, the scale
+    halves and ``skipped_steps`` counts it. After ``dynamic_growth_steps``
+    consecutive finite steps the scale doubles, after that step has used the
+    old scale. Differentiate ``gx.scale_loss(loss, state)``.
+
+    The scale stays in :math:`[s_{min}, s_{max}]`, so it never becomes 0 or
+    inf (Keras bounds it by neither):
+
+    * At the floor, a non-finite step is still held and counted and the scale
+      stays at ``min_loss_scale``; the next finite step is applied with it.
+      The default, 1.0, is jmp's ``min_loss_scale``. Without a floor (Keras 3,
+      torch's ``GradScaler``) enough non-finite steps in a row halve the scale
+      to 0, and the next finite step writes :math:`0/0 = \mathrm{NaN}` into
+      the params.
+    * At the ceiling, a doubling past ``max_loss_scale`` does not happen (the
+      count of finite steps still restarts) and the steps go on being applied.
+      The default, :math:`2^{126}`, is the largest scale whose reciprocal is a
+      normal float32 number: XLA unscales by multiplying with it and flushes
+      subnormals to 0. torch's ``GradScaler`` and jmp refuse only a doubling
+      that overflows, so theirs stops one doubling later, at :math:`2^{127}`
+      (where jmp's gradients, unscaled by XLA, are all 0); Keras doubles on to
+      inf, and then skips every later step.
+
+    A step is held when :math:`\hat g` is not finite, which for :math:`s \ge 1`
+    is exactly when :math:`g` is not (what Keras and torch test). Below 1,
+    :math:`g / s` can overflow although :math:`g` is finite; that step is held
+    too rather than writing inf into the params.
 
     Args:
       inner: the transformation that receives the unscaled gradients.
-      initial_scale: the starting scale :math:`s > 0`.
+      initial_scale: the starting scale, :math:`s_{min} \le s \le s_{max}`.
       dynamic_growth_steps: :math:`N \ge 1`.
+      min_loss_scale: :math:`s_{min} \ge 2^{-126}`.
+      max_loss_scale: :math:`s_{max} \le 2^{126}`.
 
     Example:
       >>> import gradxform as gx
@@ -115,8 +182,10 @@ def dynamic_loss_scale(
     """
     owner = "dynamic_loss_scale"
     validation.transformation(owner, "inner", inner)
-    validation.positive(owner, "initial_scale", initial_scale)
-    dynamic_growth_steps = validation.positive_int(owner, "dynamic_growth_steps", dynamic_growth_steps)
+    check_dynamic_scales(owner, initial_scale, min_loss_scale, max_loss_scale)
+    dynamic_growth_steps = validation.positive_int(
+        owner, "dynamic_growth_steps", dynamic_growth_steps
+    )
 
     def init_fn(params):
         return DynamicLossScaleState(
@@ -127,23 +196,27 @@ def dynamic_loss_scale(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        finite = tree.tree_all_finite(updates)
+        def unscale(grads):
+            return _unscale(grads, state.loss_scale)
+
+        # XLA fuses the division into the reduction, so testing what inner would
+        # receive costs no more than testing the scaled gradients.
+        finite = tree.tree_all_finite(unscale(updates))
         new_updates, inner_state = control.update_or_hold(
-            finite, inner, updates, state.inner_state, params, extra_args,
-            prepare=lambda grads: _unscale(grads, state.loss_scale),
+            finite, inner, updates, state.inner_state, params, extra_args, prepare=unscale
         )
-        grow = jnp.logical_and(finite, state.growth_count == dynamic_growth_steps - 1)
-        loss_scale = jnp.where(
-            finite, jnp.where(grow, state.loss_scale * 2, state.loss_scale), state.loss_scale * 0.5
-        )
+        at_period = state.growth_count == dynamic_growth_steps - 1
+        doubled = state.loss_scale * 2
+        grown = jnp.where(at_period & (doubled <= max_loss_scale), doubled, state.loss_scale)
+        halved = jnp.maximum(state.loss_scale * 0.5, min_loss_scale)
         growth_count = jnp.where(
-            finite & ~grow, numerics.safe_increment(state.growth_count), 0
+            finite & ~at_period, numerics.safe_increment(state.growth_count), 0
         ).astype(jnp.int32)
         skipped = jnp.where(
             finite, state.skipped_steps, numerics.safe_increment(state.skipped_steps)
         )
         return new_updates, DynamicLossScaleState(
-            loss_scale=loss_scale,
+            loss_scale=jnp.where(finite, grown, halved),
             growth_count=growth_count,
             skipped_steps=skipped,
             inner_state=inner_state,

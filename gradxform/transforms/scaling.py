@@ -18,9 +18,14 @@ from gradxform.core.primitives import identity
 
 
 class ScaleByScheduleState(NamedTuple):
-    """The number of updates so far, the argument of the schedule."""
+    """The number of updates so far, the argument of the schedule.
+
+    Its ``count`` mirrors the step count an optimizer before it keeps:
+    ``gx.tree_get(state, "count")`` returns that other count when there is one.
+    """
 
     count: jax.Array  # int32, shape ()
+    mirrored_fields = ("count",)
 
 
 def _scale_tree(factor, updates):
@@ -34,7 +39,8 @@ def _scaled_by_schedule(step_size_fn) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        factor = numerics.schedule_value(step_size_fn, state.count)
+        factor = numerics.schedule_value(
+            step_size_fn, state.count, "scale_by_schedule", "step_size_fn")
         updates = _scale_tree(factor, updates)
         return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
 
@@ -119,5 +125,6 @@ def scale_by_learning_rate(
     validation.boolean("scale_by_learning_rate", "flip_sign", flip_sign)
     sign = -1 if flip_sign else 1
     if callable(learning_rate):
-        return _scaled_by_schedule(lambda count: sign * learning_rate(count))
+        return _scaled_by_schedule(lambda count: sign * numerics.schedule_value(
+            learning_rate, count, "scale_by_learning_rate", "learning_rate"))
     return _scaled_by_schedule(lambda count: sign * learning_rate)

@@ -15,12 +15,14 @@ class AddDecayedWeightsState(NamedTuple):
     """The step count, the argument of a scheduled ``weight_decay``."""
 
     count: jax.Array  # int32, shape ()
+    mirrored_fields = ("count",)  # a schedule's argument: tree_get prefers the optimizer's count
 
 
 class DecoupledWeightDecayState(NamedTuple):
     """The step count, the argument of a scheduled learning rate or decay."""
 
     count: jax.Array  # int32, shape ()
+    mirrored_fields = ("count",)  # a schedule's argument: tree_get prefers the optimizer's count
 
 
 MaskLike = Any | Callable[[Any], Any] | str | Sequence[str] | None
@@ -42,7 +44,7 @@ def _map_decaying(owner, decayed_leaf, updates, params, decays):
     """``decayed_leaf(g, p)`` on the leaves that decay, ``g`` unchanged on the others."""
 
     def leaf(g, p, decays_here):
-        if masks.is_static_false(decays_here):
+        if p is None or masks.is_static_false(decays_here):  # no parameter there: nothing to decay
             return g
         p = jnp.asarray(p)
         dtype = numerics.compute_dtype(g.dtype, p.dtype)
@@ -51,15 +53,8 @@ def _map_decaying(owner, decayed_leaf, updates, params, decays):
             return decayed
         return jnp.where(decays_here, decayed, g)
 
-    tree.check_same_structure(owner, "params", params, updates)
+    tree.check_same_structure(owner, "params", params, updates, none_matches=True)
     return tree.tree_map_skip_none(leaf, updates, params, flat.per_buffer(updates, decays))
-
-
-def _as(value: Any, dtype: Any) -> Any:
-    """A Python number stays weakly typed (never rounded early); an array is cast to ``dtype``."""
-    if isinstance(value, (int, float)):
-        return value
-    return jnp.asarray(value).astype(dtype)
 
 
 def _decay_transform(owner, state_type, weight_decay, mask, exclude_regex, leaf_rule):
@@ -74,8 +69,8 @@ def _decay_transform(owner, state_type, weight_decay, mask, exclude_regex, leaf_
         if params is None:
             raise ValueError(f"{owner}: update needs params, got params=None")
         new_state = state_type(count=numerics.safe_increment(state.count))
-        if isinstance(weight_decay, (int, float)) and weight_decay == 0:
-            tree.check_same_structure(owner, "params", params, updates)
+        if isinstance(numerics.python_number(weight_decay), (int, float)) and weight_decay == 0:
+            tree.check_same_structure(owner, "params", params, updates, none_matches=True)
             return updates, new_state  # as optax: no 0 * inf = NaN from a zero decay
         decays = _decays_where(owner, mask, exclude_regex, params)
         return _map_decaying(owner, leaf_rule(state.count), updates, params, decays), new_state
@@ -117,7 +112,7 @@ def add_decayed_weights(
     exclude_regex = _check_decay_arguments(owner, weight_decay, mask, exclude)
 
     def leaf_rule(count):
-        decay = numerics.schedule_value(weight_decay, count)
+        decay = numerics.schedule_value(weight_decay, count, owner, "weight_decay")
         return lambda g, p: g + numerics.scale_leaf(decay, p)
 
     return _decay_transform(
@@ -164,10 +159,11 @@ def decoupled_weight_decay(
     validation.scalar_or_schedule(owner, "learning_rate", learning_rate)
 
     def leaf_rule(count):
-        decay = numerics.schedule_value(weight_decay, count)
-        rate = numerics.schedule_value(learning_rate, count)
+        decay = numerics.schedule_value(weight_decay, count, owner, "weight_decay")
+        rate = numerics.schedule_value(learning_rate, count, owner, "learning_rate")
         # Keras's order of operations: (x * weight_decay) * learning_rate.
-        return lambda g, p: g - (p * _as(decay, p.dtype)) * _as(rate, p.dtype)
+        return lambda g, p: g - (p * numerics.hyperparameter(decay, p.dtype)) * numerics.hyperparameter(
+            rate, p.dtype)
 
     return _decay_transform(
         owner, DecoupledWeightDecayState, weight_decay, mask, exclude_regex, leaf_rule

@@ -28,6 +28,7 @@ from tests.keras.harness import (
     make_gradxform,
     make_keras,
     run_gradxform,
+    run_keras,
     to_tree,
 )
 
@@ -115,6 +116,28 @@ def test_documented_loss_scale_sequence_reproduced_from_keras():
         if isinstance(s, gx.ScaleByAdamState)
     ]
     assert int(adam_state.count) == int(ref.optimizer.iterations) == 20 - len(nonfinite)
+
+
+def test_scale_stops_at_the_floor_where_keras_goes_to_zero_and_nan():
+    """150 non-finite calls from 2**15: the scales are Keras's while Keras's stay >= 2**-126.
+
+    Then Keras's is 0 and its next finite call writes NaN into every variable;
+    ours stays at 2**-126 and the finite calls leave the params finite.
+    """
+    floor, skips = 2.0**-126, 150
+    lso = dict(initial_scale=2.0**15, dynamic_growth_steps=2000)
+    kwargs, grads = dict(learning_rate=0.05), gradient_stream(skips + 3)
+    nonfinite = {step: NAN for step in range(skips)}
+    ref = run_keras("adam", kwargs, lso=lso, grads=grads, nonfinite=nonfinite)
+    ours = run_gradxform(make_gradxform("adam", kwargs, lso), grads=grads, nonfinite=nonfinite)
+    for step, (scale, keras_scale) in enumerate(zip(ours.loss_scales[:skips], ref.loss_scales)):
+        assert scale == max(keras_scale, floor), step
+    assert ref.loss_scales[skips - 1] == 0.0 and ours.loss_scales[skips - 1] == floor
+    for leaf, initial in zip(ours.trajectory[skips - 1], initial_values()):
+        np.testing.assert_array_equal(leaf, initial)  # every non-finite call held, on both sides
+    assert all(np.isnan(leaf).all() for leaf in ref.trajectory[-1])
+    assert all(np.isfinite(leaf).all() for leaf in ours.trajectory[-1])
+    assert int(ours.state.skipped_steps) == skips
 
 
 # --------------------------------------------------------------------------- scale_loss
