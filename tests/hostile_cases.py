@@ -38,7 +38,9 @@ class Case(NamedTuple):
 
 WRONG_TYPE = [("0.1", TypeError), (True, TypeError), ([0.1], TypeError),
               (ARRAY2, TypeError), (0.5 + 0.1j, TypeError)]
-NONFINITE = [(NAN, ValueError), (INF, ValueError), (-INF, ValueError)]
+# Finite in Python, not in float32, where the arithmetic runs: 1e39 is inf there.
+NONFINITE = [(NAN, ValueError), (INF, ValueError), (-INF, ValueError),
+             (1e39, ValueError), (-1e39, ValueError)]
 NEGATIVE = [(-1e-3, ValueError), (-1.0, ValueError)]
 
 
@@ -55,12 +57,15 @@ def non_negative(optional=False):
 
 
 def positive(optional=False):
-    return non_negative(optional) + [(0.0, ValueError)]
+    # 1e-50 rounds to 0 in float32, 1e-40 to a subnormal that XLA flushes to 0.
+    return non_negative(optional) + [(0.0, ValueError), (1e-50, ValueError), (1e-40, ValueError)]
 
 
 def rate(optional=False, *, allow_one=False):
     """A decay or momentum: [0, 1), or [0, 1] when ``allow_one``."""
-    above = [(1.01, ValueError), (1.5, ValueError)] + ([] if allow_one else [(1.0, ValueError)])
+    # 0.99999999 rounds to 1.0 in float32.
+    above = [(1.01, ValueError), (1.5, ValueError)] + (
+        [] if allow_one else [(1.0, ValueError), (0.99999999, ValueError)])
     return real(optional) + [(-0.1, ValueError)] + above
 
 
@@ -111,8 +116,12 @@ def _keras_schedule(**own):
 _ADAM = dict(b1=rate(), b2=rate(), eps=non_negative(), eps_root=non_negative(), mu_dtype=DTYPE)
 _RMS = dict(decay=rate(allow_one=True), eps=non_negative(), initial_scale=non_negative(),
             eps_in_sqrt=BOOL, bias_correction=BOOL)
-_ONECYCLE = dict(transition_steps=count(), peak_value=real(), pct_start=rate(allow_one=True),
+# A phase that would end on the step another ends on (pct_start = 1 leaves no decay).
+_ONECYCLE = dict(transition_steps=count(), peak_value=real(),
+                 pct_start=rate(allow_one=True) + [(1.0, ValueError)],
                  div_factor=positive(), final_div_factor=positive())
+# Scales are kept in float32's normal range, where 1/s is normal too: [2**-126, 2**126].
+_SCALE_OUT_OF_RANGE = [(1e-40, ValueError), (2.0**127, ValueError)]
 _PIECEWISE_BAD = [
     (3, TypeError), ([(10, 0.5)], TypeError), ({10: -0.5}, ValueError), ({10: "x"}, TypeError),
     ({10: NAN}, ValueError), ({-1: 0.5}, ValueError), ({2.5: 0.5}, TypeError),
@@ -140,9 +149,15 @@ SPECS = {
     "decoupled_weight_decay": (
         gx.decoupled_weight_decay, dict(weight_decay=0.1, learning_rate=0.1),
         dict(weight_decay=WEIGHT_DECAY, learning_rate=WEIGHT_DECAY, mask=MASK, exclude=PATTERNS)),
-    "dynamic_loss_scale": (gx.dynamic_loss_scale, dict(inner=SGD),
-                           dict(inner=TX, initial_scale=positive(),
-                                dynamic_growth_steps=count())),
+    "dynamic_loss_scale": (
+        gx.dynamic_loss_scale, dict(inner=SGD),
+        dict(inner=TX, dynamic_growth_steps=count(),
+             # Below the default floor min_loss_scale=1.
+             initial_scale=positive() + _SCALE_OUT_OF_RANGE + [(0.5, ValueError)],
+             min_loss_scale=real() + [(0.0, ValueError), (-1.0, ValueError), (1e-40, ValueError),
+                                      (2.0**16, ValueError), (2.0**127, ValueError)],
+             max_loss_scale=real() + [(0.0, ValueError), (-1.0, ValueError), (1024.0, ValueError),
+                                      (2.0**127, ValueError), (1e39, ValueError)])),
     "ema": (gx.ema, dict(decay=0.9),
             dict(decay=rate(), debias=BOOL, accumulator_dtype=DTYPE)),
     # keep is a predicate (key_path, leaf) -> bool; a mask tree or a pattern is not one.
@@ -166,6 +181,9 @@ SPECS = {
     "multi_steps": (gx.multi_steps, dict(inner=SGD, every_k_schedule=2),
                     dict(inner=TX, every_k_schedule=count(), use_grad_mean=BOOL,
                          should_skip_update_fn=CALLABLE, accumulator_dtype=DTYPE)),
+    "MultiSteps": (gx.MultiSteps, dict(opt=SGD, every_k_schedule=2),
+                   dict(opt=TX, every_k_schedule=count(), use_grad_mean=BOOL,
+                        should_skip_update_fn=CALLABLE, accumulator_dtype=DTYPE)),
     "named_chain": (gx.named_chain, {},
                     dict(transforms=[(("b", 3), TypeError), ((3, SGD), TypeError),
                                      (3, TypeError), (("b",), TypeError)])),
@@ -213,7 +231,8 @@ SPECS = {
                                                ("data", ValueError)])),
     "stateless": (gx.stateless, {}, dict(f=CALLABLE + _none(False))),
     "stateless_with_tree_map": (gx.stateless_with_tree_map, {}, dict(f=CALLABLE + _none(False))),
-    "static_loss_scale": (gx.static_loss_scale, {}, dict(loss_scale=positive())),
+    "static_loss_scale": (gx.static_loss_scale, {},
+                          dict(loss_scale=positive() + _SCALE_OUT_OF_RANGE)),
     # Functions are shown as written in a call, without their address.
     "to_config": (gx.to_config, {},
                   dict(tx=[c for c in TX if c[0] is not gx.adam]
@@ -221,8 +240,15 @@ SPECS = {
     "to_optax": (gx.to_optax, {}, dict(tx=TX)),
     "trace": (gx.trace, dict(decay=0.9),
               dict(decay=rate(allow_one=True), nesterov=BOOL, accumulator_dtype=DTYPE)),
-    "tree_get": (gx.tree_get, dict(tree={"count": 0}, name="count"),
-                 dict(name=[(3, TypeError), (None, TypeError), (b"count", TypeError)])),
+    "tree_global_norm": (
+        gx.tree_global_norm, dict(tree={"a": ARRAY2}),
+        dict(ord=[(3, ValueError), (0, ValueError), (-1, ValueError), (2.5, ValueError),
+                  (NAN, ValueError), (-INF, ValueError), ("fro", ValueError), (True, TypeError),
+                  ([2], TypeError), (ARRAY2, TypeError), (0.5 + 0.1j, TypeError)],
+             squared=BOOL)),
+    "tree_get": (gx.tree_get, dict(tree={"count": 0}, key="count"),
+                 dict(key=[(3, TypeError), (None, TypeError), (b"count", TypeError)],
+                      filtering=[(3, TypeError), ("count", TypeError)])),
     # --- Keras presets and schedules
     "keras.adagrad": (gx.keras.adagrad, {},
                       _keras_base(learning_rate=KERAS_LR, epsilon=positive(),
@@ -232,7 +258,8 @@ SPECS = {
                                beta_2=rate(), amsgrad=BOOL)),
     "keras.loss_scale_optimizer": (
         gx.keras.loss_scale_optimizer, dict(inner=SGD),
-        dict(inner=TX, initial_scale=positive(), dynamic_growth_steps=count(), name=NAME,
+        dict(inner=TX, initial_scale=positive() + _SCALE_OUT_OF_RANGE, dynamic_growth_steps=count(),
+             name=NAME,
              kwargs=[({"dynamic": False}, ValueError), ({"foo": 1}, ValueError),
                      ({"clipnorm": 1.0}, ValueError)])),
     "keras.CosineDecay": (gx.keras.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=10),
@@ -240,8 +267,10 @@ SPECS = {
                                           warmup_target=real(True), warmup_steps=non_negative())),
     "keras.CosineDecayRestarts": (
         gx.keras.CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=10),
-        _keras_schedule(first_decay_steps=positive(), t_mul=positive(), m_mul=non_negative(),
-                        alpha=real())),
+        # t_mul < 1: the periods sum to a finite step, after which Keras gives NaN.
+        _keras_schedule(first_decay_steps=positive(),
+                        t_mul=positive() + [(0.5, ValueError), (0.999, ValueError)],
+                        m_mul=non_negative(), alpha=real())),
     **{
         f"keras.{name}": (
             getattr(gx.keras, name),
@@ -253,19 +282,20 @@ SPECS = {
         gx.keras.PiecewiseConstantDecay, dict(boundaries=[10], values=[1.0, 0.5]),
         dict(name=NAME,
              boundaries=[(3, TypeError), (["10"], TypeError), ([NAN], ValueError),
-                         ([True], TypeError), ([20, 10], ValueError)],
+                         ([True], TypeError), ([20, 10], ValueError), ([10, 10], ValueError)],
              values=[(3, TypeError), (["x", 0.5], TypeError), ([1.0, INF], ValueError),
                      ([1.0, 0.5, 0.1], ValueError)])),
     "keras.PolynomialDecay": (gx.keras.PolynomialDecay,
                               dict(initial_learning_rate=0.1, decay_steps=10),
                               _keras_schedule(decay_steps=positive(), end_learning_rate=real(),
-                                              power=real(), cycle=BOOL)),
+                                              power=real() + [(-1.0, ValueError)], cycle=BOOL)),
     # --- optax-style schedules
     "schedules.AtLastMicroStep": (S.AtLastMicroStep, dict(schedule=CONST, every_k=2),
                                   dict(schedule=CALLABLE + _none(False), every_k=count())),
     "schedules.cosine_decay_schedule": (
         S.cosine_decay_schedule, dict(init_value=1.0, decay_steps=10),
-        dict(init_value=real(), decay_steps=count(), alpha=real(), exponent=real())),
+        dict(init_value=real(), decay_steps=count(), alpha=real(),
+             exponent=real() + [(-1.0, ValueError)])),  # 0**-1 = inf at the last step
     "schedules.cosine_onecycle_schedule": (S.cosine_onecycle_schedule,
                                            dict(transition_steps=100, peak_value=1.0), _ONECYCLE),
     "schedules.exponential_decay": (
@@ -276,10 +306,12 @@ SPECS = {
         S.join_schedules, dict(schedules=[CONST, CONST], boundaries=[10]),
         dict(schedules=[(3, TypeError), ([CONST, 0.5], TypeError), ([CONST], ValueError)],
              boundaries=[(3, TypeError), ([10.5], TypeError), ([-1], ValueError),
-                         (["10"], TypeError), ([10, 20], ValueError)])),
+                         (["10"], TypeError), ([10, 20], ValueError), ([0], ValueError)])),
     "schedules.linear_onecycle_schedule": (
         S.linear_onecycle_schedule, dict(transition_steps=100, peak_value=1.0),
-        dict(pct_final=rate(allow_one=True), **_ONECYCLE)),
+        dict(pct_final=rate(allow_one=True) + [(0.2, ValueError), (1.0, ValueError)],
+             **dict(_ONECYCLE, pct_start=_ONECYCLE["pct_start"] + [(0.9, ValueError)],
+                    transition_steps=_ONECYCLE["transition_steps"] + [(1, ValueError)]))),
     "schedules.linear_schedule": (
         S.linear_schedule, dict(init_value=1.0, end_value=0.0, transition_steps=10),
         dict(init_value=real(), end_value=real(), transition_steps=count(),
@@ -289,8 +321,8 @@ SPECS = {
         dict(init_value=real(), boundaries_and_scales=_PIECEWISE_BAD)),
     "schedules.polynomial_schedule": (
         S.polynomial_schedule, dict(init_value=1.0, end_value=0.0, power=2, transition_steps=10),
-        dict(init_value=real(), end_value=real(), power=real(), transition_steps=count(),
-             transition_begin=count(0))),
+        dict(init_value=real(), end_value=real(), power=real() + [(-0.5, ValueError), (-2, ValueError)],
+             transition_steps=count(), transition_begin=count(0))),
     "schedules.sgdr_schedule": (
         S.sgdr_schedule, dict(cosine_kwargs=[CYCLE]),
         dict(cosine_kwargs=[(3, TypeError), ([], ValueError), ([3], TypeError),
@@ -303,8 +335,8 @@ SPECS = {
     "schedules.warmup_cosine_decay_schedule": (
         S.warmup_cosine_decay_schedule,
         dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10),
-        dict(init_value=real(), peak_value=real(), end_value=real(), exponent=real(),
-             warmup_steps=count(0), decay_steps=count())),
+        dict(init_value=real(), peak_value=real(), end_value=real(),
+             exponent=real() + [(-1.0, ValueError)], warmup_steps=count(0), decay_steps=count())),
 }
 
 # Arguments with no bad value: (public name, argument) -> why.
@@ -325,6 +357,7 @@ EXEMPT = {
     ("schedules.constant_schedule", "value"):
         "returned as given, any value (tests/test_config.py carries every kind through it)",
     ("tree_set", "values"): "any names and values; each is checked against the tree's entry",
+    ("tree_set", "filtering"): "positional-only, as optax's; tests/core/test_inspection.py",
     ("GradientTransformation", "init"): "a plain NamedTuple (core/base.py); chain etc. check it",
     ("GradientTransformation", "update"): "a plain NamedTuple (core/base.py); chain etc. check it",
     ("FlatTree", "buffers"): "the pytree constructor JAX unflattens with; flat_tree builds one",

@@ -1,17 +1,18 @@
 """Errors that say what is wrong.
 
 * Every argument of every public function, given a hostile value (a wrong
-  type, negative, zero where positive is needed, NaN, inf, a rate outside
-  [0, 1), a bad regex, a non-transformation, ...), raises at the call:
-  `TypeError` for a wrong type, `ValueError` for a bad value of the right
-  type, with a message naming the argument and showing the value's ``repr``.
-  The table (``tests/hostile_cases.py``) holds 1905 cases over 239 (function,
-  argument) pairs, plus 22 combination cases below; every other argument is
-  in its EXEMPT list with a reason, and `test_every_argument_is_covered` keeps
-  it that way.
+  type, negative, zero where positive is needed, NaN, inf, a value that is
+  finite in Python but not in float32 or that rounds to a forbidden bound
+  there, a rate outside [0, 1), a bad regex, a non-transformation, ...),
+  raises at the call: `TypeError` for a wrong type, `ValueError` for a bad
+  value of the right type, with a message naming the argument and showing the
+  value's ``repr``. The table (``tests/hostile_cases.py``) holds 2306 cases
+  over 249 (function, argument) pairs, plus 32 combination cases below; every
+  other argument is in its EXEMPT list with a reason, and
+  `test_every_argument_is_covered` keeps it that way.
 * Gradients whose tree structure does not match the state raise an error that
-  names the transformation and shows both structures, also inside a chain and
-  under ``jit``.
+  names the transformation and the first key path where the two differ, and
+  shows both structures, also inside a chain and under ``jit``.
 """
 
 import inspect
@@ -24,7 +25,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.hostile_cases import CASES, EXEMPT, INF, NAN, SPECS
+from tests.hostile_cases import CASES, CONST, EXEMPT, INF, NAN, SGD, SPECS
 
 _STATE_TYPES = {"OptState", "Params", "Updates", "ScalarOrSchedule", "Schedule"}
 
@@ -119,6 +120,21 @@ _COMBINATIONS = [
     (gx.keras.adagrad, {"gradient_accumulation_steps": np.int64(1)}, ValueError),
     (gx.schedules.warmup_cosine_decay_schedule,
      {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 50, "decay_steps": 50}, ValueError),
+    (gx.schedules.join_schedules, {"schedules": [CONST] * 3, "boundaries": [20, 10]}, ValueError),
+    (gx.schedules.join_schedules, {"schedules": [CONST] * 3, "boundaries": [10, 10]}, ValueError),
+    (gx.schedules.linear_onecycle_schedule,
+     {"transition_steps": 100, "peak_value": 1.0, "pct_final": 0.3, "pct_start": 0.3}, ValueError),
+    (gx.schedules.linear_onecycle_schedule,
+     {"transition_steps": 5, "peak_value": 1.0, "pct_start": 0.3, "pct_final": 0.35}, ValueError),
+    (gx.dynamic_loss_scale, {"inner": SGD, "initial_scale": 2.0**10, "max_loss_scale": 512.0},
+     ValueError),
+    (gx.dynamic_loss_scale, {"inner": SGD, "initial_scale": 4.0, "min_loss_scale": 8.0}, ValueError),
+    (gx.keras.CosineDecayRestarts,
+     {"initial_learning_rate": 0.1, "first_decay_steps": 10, "t_mul": np.float32(0.5)}, ValueError),
+    # Finite in Python, not in float32 (numpy scalars too).
+    (gx.adam, {"learning_rate": np.float64(1e39)}, ValueError),
+    (gx.scale_by_adam, {"b2": np.float64(0.99999999)}, ValueError),
+    (gx.static_loss_scale, {"loss_scale": np.float64(1e-50)}, ValueError),
 ]
 
 

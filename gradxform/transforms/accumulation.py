@@ -7,13 +7,17 @@ others they emit ``-0.0``, which leaves every parameter bit-for-bit unchanged.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradxform.core import control, numerics, tree, validation
-from gradxform.core.base import GradientTransformation, Params, Updates, public_constructor
+from gradxform.core.base import (
+    GradientTransformation, Params, Updates, describe, public_constructor,
+)
 
 
 class AccumulateGradientsState(NamedTuple):
@@ -32,7 +36,7 @@ class MultiStepsState(NamedTuple):
     gradient_step: jax.Array  # int32, shape (): inner updates so far
     inner_opt_state: Any
     acc_grads: Updates
-    skip_state: Any
+    skip_state: Any = ()
 
 
 def _accumulate(acc: jax.Array, g: jax.Array, weight: Any = None) -> jax.Array:
@@ -182,6 +186,77 @@ def _never_skip(updates, gradient_step, params):
     return jnp.zeros([], jnp.bool_), ()
 
 
+class MultiSteps(GradientTransformation):
+    r"""optax's ``MultiSteps`` object: `multi_steps` with ``inner_opt``, ``has_updated`` and
+    ``gradient_transformation()``.
+
+    ``gx.MultiSteps(opt, every_k_schedule, ...)`` takes ``optax.MultiSteps``'s
+    arguments and returns what ``gx.multi_steps(opt, every_k_schedule, ...)``
+    returns: a `GradientTransformation` (``init``, ``update``, ``repr``,
+    ``to_config``) with optax's object API on top. ``has_updated`` is True right
+    after the micro-step that emitted an update (:math:`m` the micro-step within
+    the window, :math:`s` the inner update count):
+
+    .. math::
+        \mathrm{has\_updated}(state) = (m = 0) \wedge (s > 0)
+
+    Args:
+      opt: the transformation applied to the accumulated gradients (`multi_steps`'s ``inner``).
+      every_k_schedule: micro-steps per update, an int >= 1 or a function of the
+        inner update count.
+      use_grad_mean: average the micro-steps (True) or sum them.
+      should_skip_update_fn: ``(updates, gradient_step, params) -> (bool,
+        skip_state)``, e.g. `skip_not_finite`; None never skips.
+      accumulator_dtype: dtype of the accumulated gradients.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> tx = gx.MultiSteps(gx.sgd(0.1), every_k_schedule=2)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> _, state = tx.update(params, state, params)
+      >>> bool(tx.has_updated(state))
+      False
+      >>> _, state = tx.update(params, state, params)
+      >>> bool(tx.has_updated(state))
+      True
+    """
+
+    def __new__(
+        cls,
+        opt: GradientTransformation,
+        every_k_schedule: int | Callable[[jax.Array], Any],
+        use_grad_mean: bool = True,
+        should_skip_update_fn: Callable | None = None,
+        accumulator_dtype: Any = jnp.float32,
+    ) -> MultiSteps:
+        pair = _multi_steps_pair(
+            "MultiSteps", "opt", opt, every_k_schedule, use_grad_mean, should_skip_update_fn,
+            accumulator_dtype,
+        )
+        arguments = dict(zip(inspect.signature(multi_steps).parameters, (
+            opt, every_k_schedule, use_grad_mean, should_skip_update_fn, accumulator_dtype)))
+        return _as_multi_steps(describe(pair, "multi_steps", arguments), multi_steps)
+
+    @property
+    def inner_opt(self) -> GradientTransformation:
+        """The transformation applied to the accumulated gradients, as given."""
+        return self.hyperparams["inner"]
+
+    def has_updated(self, state: MultiStepsState) -> jax.Array:
+        """True (a bool scalar array) when the micro-step that made ``state`` emitted an update."""
+        if not all(hasattr(state, field) for field in ("mini_step", "gradient_step")):
+            raise TypeError(
+                "MultiSteps.has_updated: state must be the MultiStepsState that this "
+                f"transformation's init or update returned, got a {type(state).__name__}"
+            )
+        return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
+
+    def gradient_transformation(self) -> MultiSteps:
+        """The transformation itself (in optax, a ``GradientTransformation`` of the object)."""
+        return self
+
+
 @public_constructor
 def multi_steps(
     inner: GradientTransformation,
@@ -189,7 +264,7 @@ def multi_steps(
     use_grad_mean: bool = True,
     should_skip_update_fn: Callable | None = None,
     accumulator_dtype: Any = jnp.float32,
-) -> GradientTransformation:
+) -> MultiSteps:
     r"""Accumulates ``k`` micro-steps, then applies ``inner`` once (optax's ``MultiSteps``).
 
     With :math:`m` the micro-step within the window and :math:`k = k(s)` for the
@@ -203,7 +278,9 @@ def multi_steps(
     Same arguments, state (`MultiStepsState`) and numbers as ``optax.MultiSteps``;
     unlike it, the inner update is only computed on the steps that emit it. A
     micro-step rejected by ``should_skip_update_fn`` changes nothing but the
-    ``skip_state``. Schedules inside ``inner`` see the inner update count.
+    ``skip_state``. Schedules inside ``inner`` see the inner update count. What
+    it returns is a `MultiSteps`, so it also has optax's ``inner_opt``,
+    ``has_updated(state)`` and ``gradient_transformation()``.
 
     Args:
       inner: the transformation applied to the accumulated gradients.
@@ -218,8 +295,44 @@ def multi_steps(
       >>> import gradxform as gx
       >>> tx = gx.multi_steps(gx.adam(1e-3), every_k_schedule=4)
     """
-    owner = "multi_steps"
-    validation.transformation(owner, "inner", inner)
+    return _multi_steps_pair(
+        "multi_steps", "inner", inner, every_k_schedule, use_grad_mean, should_skip_update_fn,
+        accumulator_dtype,
+    )
+
+
+def _with_object_api(build: Callable[..., GradientTransformation]) -> Callable[..., MultiSteps]:
+    """Makes the public constructor ``build`` return `MultiSteps` rebuilt by calling it again."""
+
+    @functools.wraps(build)
+    def multi_steps(*args, **kwargs):
+        return _as_multi_steps(build(*args, **kwargs), multi_steps)
+
+    return multi_steps
+
+
+def _as_multi_steps(described: GradientTransformation, constructor: Callable) -> MultiSteps:
+    """``described`` (its functions and description) as a `MultiSteps` built by ``constructor``."""
+    tx = tuple.__new__(MultiSteps, described)
+    vars(tx).update(vars(described))
+    tx.constructor = constructor  # what to_config names and pickle calls
+    return tx
+
+
+multi_steps = _with_object_api(multi_steps)
+
+
+def _multi_steps_pair(
+    owner: str,
+    inner_name: str,
+    inner: GradientTransformation,
+    every_k_schedule: int | Callable[[jax.Array], Any],
+    use_grad_mean: bool,
+    should_skip_update_fn: Callable | None,
+    accumulator_dtype: Any,
+) -> GradientTransformation:
+    """`multi_steps`'s ``(init, update)``; ``owner`` and ``inner_name`` are what errors name."""
+    validation.transformation(owner, inner_name, inner)
     if not callable(every_k_schedule):
         every_k_schedule = validation.positive_int(owner, "every_k_schedule", every_k_schedule)
     validation.boolean(owner, "use_grad_mean", use_grad_mean)
@@ -241,7 +354,8 @@ def multi_steps(
 
     def update_fn(updates, state, params=None, **extra_args):
         tree.check_same_structure(owner, "state", state.acc_grads, updates)
-        k = numerics.schedule_value(every_k_schedule, state.gradient_step)
+        k = numerics.schedule_value(
+            every_k_schedule, state.gradient_step, owner, "every_k_schedule")
         skip, skip_state = should_skip_fn(updates, state.gradient_step, params)
         if (jnp.dtype(skip.dtype), jnp.shape(skip)) != (jnp.dtype(jnp.bool_), ()):
             raise ValueError(

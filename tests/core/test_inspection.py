@@ -147,8 +147,10 @@ def test_a_state_class_name_and_a_filtering_function_select_as_in_optax():
 def test_bad_name_is_a_type_error_naming_it(name):
     with pytest.raises(TypeError, match=re.escape(repr(name))):
         gx.tree_get(gx.adam(1e-3).init(random_params()), name)
-    with pytest.raises(TypeError, match="filtering must be a callable"):
+    with pytest.raises(TypeError, match="tree_get: filtering must be a callable"):
         gx.tree_get(gx.adam(1e-3).init(random_params()), "count", None, 3)
+    with pytest.raises(TypeError, match="tree_set: filtering must be a callable.*got 3"):
+        gx.tree_set(gx.adam(1e-3).init(random_params()), 3, count=1)
 
 
 def test_works_on_named_chains_and_plain_dicts():
