@@ -164,6 +164,7 @@ def constructors_covered(value) -> set:
     """The names of the described constructors that built ``value`` and everything inside it."""
     if isinstance(value, gx.GradientTransformation):
         found = {value.name} if value.name is not None else set()
+        found |= {value.called_as["name"]} if "name" in value.called_as else set()
         parts = [*value.children, value.inner, *value.hyperparams.values()]
         return found.union(*(constructors_covered(part) for part in parts))
     if isinstance(value, (list, tuple)):

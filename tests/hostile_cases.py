@@ -101,7 +101,8 @@ def _keras_base(**own):
     return dict(
         own, weight_decay=non_negative(True), clipnorm=positive(True), clipvalue=positive(True),
         global_clipnorm=positive(True), use_ema=BOOL, ema_momentum=rate(allow_one=True),
-        ema_overwrite_frequency=KERAS_EMA_FREQUENCY, loss_scale_factor=positive(True),
+        ema_overwrite_frequency=KERAS_EMA_FREQUENCY,
+        loss_scale_factor=positive(True) + _SCALE_OUT_OF_RANGE,
         gradient_accumulation_steps=KERAS_GAS, exclude_from_weight_decay=PATTERNS, name=NAME,
         kwargs=[({"decay": 0.1}, ValueError), ({"foo": 1}, ValueError), ({"lr": 0.1}, ValueError)],
     )

@@ -41,7 +41,7 @@ def _stack(kind: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def call(kind: str, name: str, parameters: Any = None) -> Iterator[None]:
+def call(kind: str, name: str, parameters: Any = None, *, container: bool = False) -> Iterator[None]:
     """Runs the body as a call of ``name``; the outermost call renames errors from inner ones.
 
     Args:
@@ -50,7 +50,12 @@ def call(kind: str, name: str, parameters: Any = None) -> Iterator[None]:
       parameters: its parameter names (for ``"build"``), so that an inner
         error about an argument the outer function also takes reads as the
         outer function's.
+      container: a plain ``chain`` the user assembled: its members' errors keep
+        their own names, which say more than "chain".
     """
+    if container:
+        yield
+        return
     stack = _stack(kind)
     outermost = not stack
     stack.append(name)
@@ -76,7 +81,8 @@ def attributed(outer: str, error: Exception, parameters: Any = None) -> Exceptio
     if parameters is not None and argument is not None and argument.group(0) in parameters:
         text = f"{outer}: {rest}"
     else:
-        text = f"{outer}: {rest} (found by the {inner} it builds)"
+        first, newline, details = rest.partition("\n")
+        text = f"{outer}: {first} (found by the {inner} it builds){newline}{details}"
     try:
         return type(error)(text)
     except Exception:  # an exception type with another constructor: keep it as it is

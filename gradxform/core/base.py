@@ -96,6 +96,8 @@ class GradientTransformation(_InitUpdate):
     call_repr: str | None = None
     # ``(function, args)`` that rebuilds it, when it is not ``constructor(*children, **hyperparams)``.
     rebuild: tuple | None = None
+    # ``{"name": ...}``: the public function that returned it, when not its constructor.
+    called_as: dict = MappingProxyType({})
 
     def __reduce__(self):
         """Pickles a described transformation as the call that builds it.
@@ -183,12 +185,16 @@ _ROUTES_GRADIENTS = frozenset({
 _CHECKS_OWN_STATE = frozenset({"chain", "named_chain"})
 
 
-def _checked_update(name: str, update: TransformUpdateFn, init: TransformInitFn) -> TransformUpdateFn:
+def _checked_update(
+    name: str, update: TransformUpdateFn, init: TransformInitFn, called_as: dict
+) -> TransformUpdateFn:
     check_state = name not in _CHECKS_OWN_STATE
     check_dtypes = name not in _ROUTES_GRADIENTS
 
     def update_fn(updates, state, params=None, **extra_args):
-        with attribution.call("update", name):
+        caller = called_as.get("name")
+        container = caller is None and name in _CHECKS_OWN_STATE
+        with attribution.call("update", caller or name, container=container):
             if check_state:
                 checks.state_from_init(name, state)
             if check_dtypes:
@@ -226,13 +232,27 @@ def describe(
     the transformation checks its own (chains); the gradients' dtypes, unless it
     only routes them to other transformations, which check for themselves.
     """
-    described = GradientTransformation(tx.init, _checked_update(name, tx.update, tx.init))
+    called_as: dict = {}
+    described = GradientTransformation(tx.init, _checked_update(name, tx.update, tx.init, called_as))
+    described.called_as = called_as
     described.constructor = constructor
     described.name = name
     described.hyperparams = MappingProxyType(dict(hyperparams))
     described.children = tuple(children)
     described.inner = tx if tx.name is not None else None
     return described
+
+
+def returned_by(tx: GradientTransformation, name: str) -> GradientTransformation:
+    """Marks ``tx`` as what the public function ``name`` returned, for its update's errors.
+
+    For functions that return another constructor's transformation as it is
+    (``gx.keras.adam`` returns a ``chain``): errors found while updating then
+    name the function the user called.
+    """
+    attribution.PUBLIC_NAMES.add(name)
+    tx.called_as["name"] = name
+    return tx
 
 
 def public_constructor(constructor: Callable[..., GradientTransformation]):

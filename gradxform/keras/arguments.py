@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gradxform.core import masks, validation
+from gradxform.transforms.loss_scaling import check_scale
 
 DIFFERENCES = r"""
     Differences from Keras 3 (the guide "Porting from Keras" explains each):
@@ -78,7 +79,8 @@ BASE_ARGS = """weight_decay: :math:`\\lambda \\ge 0`, or None.
       ema_momentum: the average's momentum, in [0, 1].
       ema_overwrite_frequency: overwrite the params with the average every this
         many steps, or None.
-      loss_scale_factor: divide the gradients by this; scale the loss with
+      loss_scale_factor: divide the gradients by this, a number in [2**-126,
+        2**126] (so that its inverse is a normal float32); scale the loss with
         ``gx.scale_loss(loss, state)``.
       gradient_accumulation_steps: update every this many calls (an int >= 2),
         with the mean gradient.
@@ -200,6 +202,7 @@ def check_base_arguments(owner: str, base: KerasBase, kwargs: dict) -> None:
         _check_positive_or_none(owner, name, value)
     if base.loss_scale_factor is not None:
         validation.positive(owner, "loss_scale_factor", base.loss_scale_factor)
+        check_scale(owner, "loss_scale_factor", base.loss_scale_factor)
 
 
 def _is_int_at_least(value: Any, minimum: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradxform.core import validation
-from gradxform.core.base import GradientTransformation
+from gradxform.core.base import GradientTransformation, returned_by
 from gradxform.keras.arguments import BASE_DEFAULTS, keras_error
 from gradxform.transforms.loss_scaling import (
     LARGEST_SCALE,
@@ -105,7 +105,8 @@ def loss_scale_optimizer(
             "build it with loss_scale_factor=None (Keras would silently drop it)",
         )
     del name
-    return dynamic_loss_scale(
+    tx = dynamic_loss_scale(
         inner, initial_scale, dynamic_growth_steps,
         min_loss_scale=SMALLEST_SCALE, max_loss_scale=LARGEST_SCALE,
     )
+    return returned_by(tx, owner)

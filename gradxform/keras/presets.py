@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from gradxform.core import validation
-from gradxform.core.base import GradientTransformation, ScalarOrSchedule
+from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.keras.arguments import BASE_ARGS, DIFFERENCES, KerasBase, check_base_arguments
 from gradxform.schedules.micro_steps import AtLastMicroStep
@@ -109,7 +109,7 @@ def adagrad(
     validation.positive(owner, "epsilon", epsilon)
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     scaling = scale_by_adagrad(initial_accumulator_value=initial_accumulator_value, eps=epsilon)
-    return _keras_chain(scaling, base)
+    return returned_by(_keras_chain(scaling, base), owner)
 
 
 def adam(
@@ -170,7 +170,7 @@ def adam(
     validation.boolean(owner, "amsgrad", amsgrad)
     moments = scale_by_amsgrad if amsgrad else scale_by_adam
     scaling = moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_hat=True)
-    return _keras_chain(scaling, base)
+    return returned_by(_keras_chain(scaling, base), owner)
 
 
 for _preset in (adagrad, adam):
