@@ -263,3 +263,21 @@ def test_the_state_layout_is_optaxs_and_survives_pickle_and_tree_maps():
         mapped.hyperparams["b2"] = 1.0
     restored = pickle.loads(pickle.dumps(jax.device_get(state)))
     assert jax.tree.structure(restored) == jax.tree.structure(state)
+
+
+def test_extra_arguments_reach_only_an_inner_update_that_takes_them():
+    # An optax-style factory whose update takes no extra keyword arguments.
+    def plain_scale(step_size: float = 0.5):
+        def update(updates, state, params=None):
+            return jax.tree.map(lambda g: step_size * g, updates), state
+
+        return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+    tx = gx.inject_hyperparams(plain_scale)(step_size=0.25)
+    params = {"w": jnp.ones(3)}
+    updates, _ = jax.jit(tx.update)(params, tx.init(params), params, loss=jnp.float32(1.0))
+    np.testing.assert_array_equal(updates["w"], np.full(3, 0.25, np.float32))
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = optax.inject_hyperparams(plain_scale)(step_size=0.25)
+        expected, _ = theirs.update(params, theirs.init(params), params, loss=jnp.float32(1.0))
+    np.testing.assert_array_equal(updates["w"], expected["w"])
