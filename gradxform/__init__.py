@@ -30,6 +30,7 @@ from gradxform.config import from_config, to_config
 from gradxform.optimizers import adagrad, adam, adamw, rmsprop, sgd
 from gradxform.transforms.accumulation import (
     AccumulateGradientsState,
+    MultiSteps,
     MultiStepsState,
     accumulate_gradients,
     multi_steps,
@@ -52,7 +53,11 @@ from gradxform.transforms.adaptive import (
 )
 from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
 from gradxform.transforms.finiteness import ApplyIfFiniteState, apply_if_finite
-from gradxform.transforms.injection import InjectHyperparamsState, inject_hyperparams
+from gradxform.transforms.injection import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    inject_hyperparams,
+)
 from gradxform.transforms.loss_scaling import (
     DynamicLossScaleState,
     StaticLossScaleState,
@@ -63,7 +68,7 @@ from gradxform.transforms.loss_scaling import (
 )
 from gradxform.transforms.monitoring import RecordGlobalNormState, record_global_norm
 from gradxform.transforms.momentum import EmaState, TraceState, ema, trace
-from gradxform.transforms.masking import MaskedState, freeze, masked, set_to_zero
+from gradxform.transforms.masking import MaskedNode, MaskedState, freeze, masked, set_to_zero
 from gradxform.transforms.params_ema import ParamsEmaState, finalize_params, params_ema
 from gradxform.transforms.partition import PartitionState, partition, partition_by_patterns
 from gradxform.transforms.scaling import (
@@ -92,7 +97,10 @@ __all__ = [
     "FlatTree",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "MaskedNode",
     "MaskedState",
+    "MultiSteps",
     "MultiStepsState",
     "OptState",
     "Params",

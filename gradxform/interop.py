@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradxform.core.base import GradientTransformation
+from gradxform.core.combine import extra_args_filter
 
 
 def to_optax(tx: GradientTransformation) -> Any:
@@ -18,7 +19,8 @@ def to_optax(tx: GradientTransformation) -> Any:
 
     Our transformations already work in most optax code (they are
     ``(init, update)`` named tuples); this gives optax's exact type, for code
-    that checks it, with extra keyword arguments passed through.
+    that checks it, with extra keyword arguments passed through to an
+    ``update`` that takes them (and left out for one that does not).
 
     Args:
       tx: any gradxform transformation.
@@ -32,7 +34,9 @@ def to_optax(tx: GradientTransformation) -> Any:
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise TypeError(f"to_optax: tx must be a transformation with init and update, got {tx!r}")
 
+    accepted = extra_args_filter(tx.update)
+
     def update_fn(updates, state, params=None, **extra_args):
-        return tx.update(updates, state, params, **extra_args)
+        return tx.update(updates, state, params, **accepted(extra_args))
 
     return optax.GradientTransformationExtraArgs(tx.init, update_fn)

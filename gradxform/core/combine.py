@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import inspect
 from typing import Any, Callable
 
@@ -91,7 +92,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 @public_constructor
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
-    r"""`chain` whose state is a dict keyed by member name.
+    r"""`chain` whose state is an ``OrderedDict`` keyed by member name, in the chain's order.
 
     .. math::
         u \leftarrow T_{name_n}(\dots T_{name_1}(g))
@@ -123,13 +124,15 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
         raise ValueError(f"named_chain: names must be unique, got {names!r}")
     inner = chain(*(tx for _, tx in transforms))
 
+    # An OrderedDict, as optax's: pytrees sort a plain dict's keys, and the state
+    # should list the members in the chain's order.
     def init_fn(params):
-        return dict(zip(names, inner.init(params)))
+        return collections.OrderedDict(zip(names, inner.init(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
         _check_member_states("named_chain", state, names)
         ordered = tuple(state[name] for name in names)
         updates, new_states = inner.update(updates, ordered, params, **extra_args)
-        return updates, dict(zip(names, new_states))
+        return updates, collections.OrderedDict(zip(names, new_states))
 
     return GradientTransformation(init_fn, update_fn)

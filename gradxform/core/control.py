@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradxform.core.base import GradientTransformation
+from gradxform.core.combine import extra_args_filter
 
 
 def hold_updates(shapes: Any) -> Any:
@@ -32,12 +33,14 @@ def update_or_hold(
     """``inner.update(prepare(inputs), ...)`` if ``condition``, else (`hold_updates`, ``inner_state``).
 
     A ``lax.cond``, so neither ``prepare`` nor the inner update is computed on
-    steps that hold.
+    steps that hold. ``inner`` gets only the ``extra_args`` its ``update``
+    accepts (`extra_args_filter`), as a member of a `chain` does.
     """
+    accepted = extra_args_filter(inner.update)(extra_args)
 
     def run(operands):
         inputs, inner_state, params = operands
-        return inner.update(prepare(inputs), inner_state, params, **extra_args)
+        return inner.update(prepare(inputs), inner_state, params, **accepted)
 
     def hold(operands):
         shapes = jax.eval_shape(lambda: run(operands)[0])

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import tree
+from gradxform.core import paths, tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +97,14 @@ def _is_sharded(leaf: Any) -> bool:
 
 
 def _build_layout(params: Any, keep: Callable[[str, Any], bool] | None) -> tuple[Layout, list]:
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    treedef = jax.tree.structure(params)
+    with_paths = [(path, leaf) for path, leaf in paths.leaves_with_paths(params)
+                  if leaf is not None]
     arrays = [jnp.asarray(leaf) for _, leaf in with_paths]
-    paths = [tree.path_string(path) for path, _ in with_paths]
+    leaf_paths = [path for path, _ in with_paths]
     kept = [
         _is_sharded(leaf) or (keep is not None and bool(keep(path, leaf)))
-        for path, leaf in zip(paths, arrays)
+        for path, leaf in zip(leaf_paths, arrays)
     ]
     groups: dict[np.dtype, list[int]] = {}
     for index, (array, is_kept) in enumerate(zip(arrays, kept)):
@@ -118,15 +120,22 @@ def _build_layout(params: Any, keep: Callable[[str, Any], bool] | None) -> tuple
     for dtype, members in order.items():
         offset = 0
         for index in members:
-            slots[index] = LeafSlot(paths[index], tuple(arrays[index].shape), dtype, len(buffers), offset)
+            slots[index] = LeafSlot(leaf_paths[index], tuple(arrays[index].shape), dtype,
+                                    len(buffers), offset)
             offset += arrays[index].size
         buffers.append(BufferSpec(dtype, tuple(members), False, f"<{dtype.name}>"))
     for index, is_kept in enumerate(kept):
         if is_kept:
             array = arrays[index]
-            slots[index] = LeafSlot(paths[index], tuple(array.shape), np.dtype(array.dtype), len(buffers), 0)
-            buffers.append(BufferSpec(np.dtype(array.dtype), (index,), True, paths[index]))
+            slots[index] = LeafSlot(leaf_paths[index], tuple(array.shape), np.dtype(array.dtype),
+                                    len(buffers), 0)
+            buffers.append(BufferSpec(np.dtype(array.dtype), (index,), True, leaf_paths[index]))
     return Layout(treedef, tuple(slots), tuple(buffers)), arrays
+
+
+def _is_hole(buffer: Any) -> bool:
+    """True for a buffer a mask left out: ``None``, or a ``MaskedNode`` (a node with no arrays)."""
+    return not jax.tree.leaves(buffer)
 
 
 def _joined(pieces: list) -> jax.Array:
@@ -171,8 +180,9 @@ def _pack(layout: Layout, arrays: list) -> list:
 class FlatTree:
     """A parameter (or gradient, or state) tree stored as per-dtype contiguous buffers.
 
-    Build one with `flat_tree`. Its pytree children are the buffers (``None``
-    allowed, as for a masked-out part) and its auxiliary data is the `Layout`.
+    Build one with `flat_tree`. Its pytree children are the buffers (a
+    ``MaskedNode`` or ``None`` for a part a mask left out) and its auxiliary
+    data is the `Layout`.
     """
 
     def __init__(self, buffers: Any, layout: Layout):
@@ -241,7 +251,7 @@ class FlatTree:
     def __repr__(self) -> str:
         parts = []
         for spec, buffer in zip(self.layout.buffers, self.buffers):
-            shape = None if buffer is None else tuple(jnp.shape(buffer))
+            shape = None if _is_hole(buffer) else tuple(jnp.shape(buffer))
             parts.append(f"{spec.name}: {len(spec.members)} leaves, shape {shape}")
         return f"FlatTree({'; '.join(parts)})"
 
@@ -319,7 +329,7 @@ def per_buffer(tree: Any, values: Any) -> Any:
     for spec, buffer in zip(layout.buffers, tree.buffers):
         mine = [flat_values[i] for i in spec.members]
         static = all(isinstance(v, (bool, np.bool_)) for v in mine)
-        if buffer is None:
+        if _is_hole(buffer):
             result.append(False)
         elif static and len(set(map(bool, mine))) == 1:
             result.append(bool(mine[0]))
@@ -349,8 +359,8 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
     layout = target.layout
     buffers = []
     for spec, buffer in zip(layout.buffers, target.buffers):
-        if buffer is None or spec.kept:
-            buffers.append(None if buffer is None else one_row(buffer))
+        if _is_hole(buffer) or spec.kept:
+            buffers.append(buffer if _is_hole(buffer) else one_row(buffer))
             continue
         expected = sum(layout.slots[i].size for i in spec.members)
         if jnp.shape(buffer) != (expected,):

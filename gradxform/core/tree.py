@@ -321,29 +321,6 @@ def _pairs_skip_none(expected: Any, updates: Any) -> list:
     return pairs
 
 
-def broadcast_prefix(owner: str, prefix: Any, tree: Any, what: str = "mask") -> Any:
-    """Expands ``prefix`` (a tree whose leaves stand for whole subtrees) to ``tree``'s shape.
-
-    Used for masks: ``{"w": True, "b": False}`` against ``{"w": {...}, "b": ...}``,
-    and for labels. Raises a `ValueError` naming ``owner`` and ``what`` when
-    ``prefix`` is not a prefix of ``tree``.
-    """
-    try:
-        return jax.tree.map(
-            lambda value, subtree: jax.tree.map(lambda _: value, subtree),
-            prefix,
-            tree,
-            is_leaf=_is_none,
-        )
-    except (ValueError, TypeError) as error:
-        possessive = f"{what}'" if what.endswith("s") else f"{what}'s"
-        raise ValueError(
-            f"{owner}: the {possessive} tree structure is not a prefix of the params'.\n"
-            f"  {what + ':':7} {jax.tree.structure(prefix)}\n"
-            f"  params: {jax.tree.structure(tree, is_leaf=_is_none)}"
-        ) from error
-
-
 def tree_map_multi(fn: Callable, num_outputs: int, tree: Any, *rest: Any) -> tuple:
     """Maps ``fn`` (returning ``num_outputs`` arrays) over leaves; returns one tree per output.
 

@@ -257,7 +257,8 @@ def inject_hyperparams(
       static_args: names of arguments never to inject.
       hyperparam_dtype: the dtype the values are stored in. None means
         float32, or float64 for float64 params, whatever lower precision the
-        params have, so that nothing is rounded to bfloat16 or float16.
+        params have, so that nothing is rounded to bfloat16 or float16; a
+        schedule's value is stored in its own dtype (at least float32).
 
     Returns:
       A function taking the factory's arguments and returning the transformation.
@@ -316,7 +317,14 @@ def inject_hyperparams(
             schedule_states = {name: schedule.init() for name, schedule in stateful.items()}
             values = schedule_values(count, schedule_states, {})
             inner_state = factory_with(values).init(params)
-            hyperparams = stored({**values, **numeric}, dict.fromkeys(kinds, dtype))
+            # A schedule's value keeps its own precision (at least float32): storing a
+            # float32 schedule in float64 would only record its rounding.
+            dtypes = {
+                name: dtype if hyperparam_dtype is not None or name in numeric
+                else numerics.compute_dtype(jnp.asarray(value).dtype)
+                for name, value in {**values, **numeric}.items()
+            }
+            hyperparams = stored({**values, **numeric}, dtypes)
             return InjectHyperparamsState(
                 count, Hyperparams(rules, hyperparams), schedule_states, inner_state
             )

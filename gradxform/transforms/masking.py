@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax.numpy as jnp
 
 from gradxform.core import masks, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
+from gradxform.core.masks import MaskedNode, MaskedState  # noqa: F401  (public here)
 
 
-class MaskedState(NamedTuple):
-    """The inner transformation's state, built on the selected leaves only."""
-
-    inner_state: Any
-
-
-def split_by_mask(owner: str, mask: Any, reference: Any, target: Any):
-    """``target``'s leaves, treedef and per-leaf flags from ``mask`` resolved on ``reference``."""
-    mask_tree = masks.resolve_mask(owner, mask, reference)
-    return masks.static_mask_leaves(owner, mask_tree, target)
+def _flags(owner: str, mask: Any, reference: Any, target: Any) -> Any:
+    """Which parts of ``target`` the inner transformation sees: ``mask`` resolved on ``reference``."""
+    return masks.selection(owner, masks.prefix_on_params(owner, mask, reference), target)
 
 
 @public_constructor
@@ -29,15 +23,22 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     .. math::
         u_i = \begin{cases} \mathrm{inner}(g)_i & \mathrm{mask}_i \\ g_i & \text{otherwise} \end{cases}
 
-    ``inner`` sees a tree with ``None`` in place of the unselected leaves, so it
-    keeps no state for them, and masks nest: a ``masked`` inside a ``masked``
-    selects within what the outer one selected (optax#271).
+    As ``optax.masked``, ``inner`` sees the params with a `MaskedNode` in place
+    of each unselected part (where the mask has False, the whole subtree), so
+    it keeps no state for them; the state is a `MaskedState`. Masks nest: a
+    ``masked`` inside a ``masked`` selects within what the outer one selected
+    (optax#271). Masks, callables and patterns see the params with Flax boxes
+    (``nnx.Param``, ``nn.Partitioned``) opened, so ``init`` on boxed params and
+    ``update`` on bare gradients select the same leaves.
 
     Args:
-      inner: the transformation for the selected leaves.
-      mask: a pytree of bools shaped like (a prefix of) the params, a callable
+      inner: the transformation for the selected leaves; it gets only the extra
+        keyword arguments its ``update`` accepts.
+      mask: a pytree of bools shaped like (a prefix of) the params, a function
         ``params -> such a tree``, or regex patterns searched in each leaf's key
-        path (``"dense/kernel"``). Its entries must be Python bools.
+        path (``"dense/kernel"``). Its entries must be Python bools. As in
+        optax, an ``equinox.Module`` of bools is a tree even if it has a
+        ``__call__``.
 
     Example:
       >>> import gradxform as gx
@@ -48,17 +49,19 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     masks.check_mask_argument(owner, "mask", mask)
 
     def init_fn(params):
-        leaves, treedef, flags = split_by_mask(owner, mask, params, params)
-        return MaskedState(inner_state=inner.init(masks.select(leaves, treedef, flags)))
+        if masks.is_params_placeholder(params):  # optax.tree_utils.tree_map_params, as optax
+            return MaskedState(inner_state=inner.init(params))
+        flags = _flags(owner, mask, params, params)
+        return MaskedState(inner_state=inner.init(masks.select(flags, params)))
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            tree.check_same_structure(owner, "params", params, updates)
-        leaves, treedef, flags = split_by_mask(owner, mask, updates if params is None else params, updates)
-        new_leaves, inner_state = masks.update_selected(
-            inner, state.inner_state, leaves, treedef, flags, params, extra_args
+            tree.check_same_structure(owner, "params", params, updates, none_matches=True)
+        flags = _flags(owner, mask, updates if params is None else params, updates)
+        new_updates, inner_state = masks.update_selected(
+            inner, state.inner_state, flags, updates, params, extra_args
         )
-        return treedef.unflatten(new_leaves), MaskedState(inner_state)
+        return new_updates, MaskedState(inner_state)
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -6,34 +6,38 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 
-from gradxform.core import flat, masks, tree, validation
+from gradxform.core import flat, masks, paths, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
+from gradxform.core.masks import MaskedState
 
 
 class PartitionState(NamedTuple):
-    """One inner state per label, each built on that label's leaves only."""
+    """One `MaskedState` per label, holding the state built on that label's leaves only."""
 
     inner_states: dict
 
 
-def _resolve_labels(owner: str, labels: Any, transforms: Mapping, reference: Any) -> Any:
-    """A label per (logical) leaf of ``reference``; raises if a label has no transformation."""
-    reference = flat.logical(reference)
-    label_tree = labels(reference) if callable(labels) else labels
-    full = tree.broadcast_prefix(owner, label_tree, reference, what="labels")
-    used = {label for label in jax.tree.leaves(full)}
+def _label_prefix(owner: str, labels: Any, transforms: Mapping, reference: Any) -> Any:
+    """The labels, a prefix of ``reference`` with its Flax boxes opened; all with a transformation."""
+    view = paths.unbox(flat.logical(reference))
+    if masks.is_masked_node(view):  # an outer mask left out everything: nothing to label
+        return view
+    is_function = masks.is_mask_function(labels, masks.is_label_entry)
+    label_tree = paths.unbox(labels(view) if is_function else labels)
+    masks.broadcast(owner, "labels", label_tree, view)
+    used = set(jax.tree.leaves(label_tree))
     missing = sorted(map(str, used - set(transforms)))
     if missing:
         raise ValueError(
             f"{owner}: some parameters have labels without a transformation: {missing}; "
             f"transforms are keyed {sorted(map(str, transforms))}"
         )
-    return full
+    return label_tree
 
 
-def _flags_for(owner: str, label_tree: Any, label: Any, target: Any):
-    mask_tree = jax.tree.map(lambda x: x == label, label_tree)
-    return masks.static_mask_leaves(owner, mask_tree, target)
+def _flags_for(owner: str, label_tree: Any, label: Any, target: Any) -> Any:
+    prefix = jax.tree.map(lambda x: x == label, label_tree)
+    return masks.selection(owner, prefix, target, what="labels")
 
 
 @public_constructor
@@ -43,14 +47,19 @@ def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> 
     .. math::
         u_i = T_{\ell(i)}(g)_i
 
-    Each transformation sees a tree with ``None`` in place of the leaves that
-    are not its own, so it keeps state only for its parameters.
+    As in optax, each transformation is run as `masked` by its label: it sees
+    the params with a `MaskedNode` in place of the parts that are not its own,
+    so it keeps state only for its parameters, and the state holds one
+    `MaskedState` per label. Each transformation gets only the extra keyword
+    arguments its ``update`` accepts.
 
     Args:
       transforms: a mapping from label to transformation.
       labels: the label of each parameter: a pytree of labels shaped like (a
-        prefix of) the params, or a callable ``params -> such a tree``. For
-        labels by key-path patterns see `partition_by_patterns`.
+        prefix of) the params, or a function ``params -> such a tree``; an
+        ``equinox.Module`` of labels is a tree even if it has a ``__call__``.
+        The function sees the params with their Flax boxes opened. For labels
+        by key-path patterns see `partition_by_patterns`.
 
     Example:
       >>> import gradxform as gx
@@ -64,30 +73,35 @@ def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> 
     with validation.inside("transforms", transforms):
         for label, tx in transforms.items():
             validation.transformation(owner, f"transforms[{label!r}]", tx)
-    if labels is None or (not callable(labels) and not jax.tree.leaves(labels)):
+    if labels is None or (
+        not masks.is_mask_function(labels, masks.is_label_entry) and not jax.tree.leaves(labels)
+    ):
         raise ValueError(f"{owner}: labels must be a pytree of labels or a callable, got {labels!r}")
 
     def init_fn(params):
-        label_tree = _resolve_labels(owner, labels, transforms, params)
+        if masks.is_params_placeholder(params):  # optax.tree_utils.tree_map_params, as optax
+            return PartitionState(
+                {label: MaskedState(tx.init(params)) for label, tx in transforms.items()})
+        label_tree = _label_prefix(owner, labels, transforms, params)
         states = {}
         for label, tx in transforms.items():
-            leaves, treedef, flags = _flags_for(owner, label_tree, label, params)
-            states[label] = tx.init(masks.select(leaves, treedef, flags))
+            flags = _flags_for(owner, label_tree, label, params)
+            states[label] = MaskedState(inner_state=tx.init(masks.select(flags, params)))
         return PartitionState(inner_states=states)
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            tree.check_same_structure(owner, "params", params, updates)
-        label_tree = _resolve_labels(owner, labels, transforms, updates if params is None else params)
+            tree.check_same_structure(owner, "params", params, updates, none_matches=True)
+        label_tree = _label_prefix(owner, labels, transforms, updates if params is None else params)
         states = {}
         for label, tx in transforms.items():
             # Each label's leaves are disjoint, so feeding one group's output to the
             # next changes only that group's leaves.
-            leaves, treedef, flags = _flags_for(owner, label_tree, label, updates)
-            new_leaves, states[label] = masks.update_selected(
-                tx, state.inner_states[label], leaves, treedef, flags, params, extra_args
+            flags = _flags_for(owner, label_tree, label, updates)
+            updates, inner_state = masks.update_selected(
+                tx, state.inner_states[label].inner_state, flags, updates, params, extra_args
             )
-            updates = treedef.unflatten(new_leaves)
+            states[label] = MaskedState(inner_state=inner_state)
         return updates, PartitionState(inner_states=states)
 
     return GradientTransformation(init_fn, update_fn)

@@ -10,6 +10,7 @@ property is shown with a host callback that counts the inner's runs and by the
 import collections
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,6 +192,57 @@ def test_exclusion_beats_selection_and_keeps_traced_bools():
     assert isinstance(combined["b"], jax.Array) and bool(combined["b"])
     assert masks.is_static_false(False) and masks.is_static_false(np.bool_(False))
     assert not masks.is_static_false(jnp.array(False)) and not masks.is_static_false(True)
+
+
+# --- which masks are functions ----------------------------------------------------------
+
+
+class CallableBools(eqx.Module):
+    w: bool
+    b: bool
+
+    def __call__(self, params):
+        raise AssertionError("a pytree of bools is a mask tree, never called")
+
+
+class CallableLabels(eqx.Module):
+    w: str
+
+    def __call__(self, params):
+        raise AssertionError("a pytree of labels is a label tree, never called")
+
+
+class Model(eqx.Module):
+    weight: jax.Array
+
+    def mask(self, params):
+        return jax.tree.map(lambda _: True, params)
+
+
+@pytest.mark.parametrize("mask, is_function", [
+    (lambda p: p, True), (jnp.isfinite, True), (CallableBools(True, False), False),
+    ({"w": True}, False), ([lambda p: p], False), (Model(jnp.ones(2)).mask, True),
+    (CallableBools(np.bool_(True), jnp.array(False)), False),
+], ids=["lambda", "jax-function", "callable-module-of-bools", "dict", "list-of-functions",
+        "bound-method-of-a-model", "numpy-and-array-bools"])
+def test_is_mask_function(mask, is_function):
+    assert masks.is_mask_function(mask) is is_function
+
+
+def test_is_mask_function_for_labels():
+    assert not masks.is_mask_function(CallableLabels("adam"), masks.is_label_entry)
+    assert masks.is_mask_function(Model(jnp.ones(2)).mask, masks.is_label_entry)
+    assert masks.is_mask_function(lambda p: p, masks.is_label_entry)
+    # A module of labels is not a mask of bools: as a mask it would be called.
+    assert masks.is_mask_function(CallableLabels("adam"))
+
+
+def test_callable_module_of_bools_is_validated_and_resolved_as_a_tree():
+    mask = CallableBools(True, False)
+    masks.check_mask_argument("o", "mask", mask)
+    params = CallableBools(jnp.ones(2), jnp.zeros(3))
+    resolved = masks.resolve_mask("o", mask, params)
+    assert isinstance(resolved, CallableBools) and (resolved.w, resolved.b) == (True, False)
 
 
 # --- tree_count_not_finite / tree_all_finite --------------------------------------------

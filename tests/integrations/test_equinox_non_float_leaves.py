@@ -77,6 +77,35 @@ def test_equinox_models_with_int_and_bool_leaves_train_as_optax_trains_the_float
     assert not np.allclose(ours.weight, _model().weight)
 
 
+def _rank_labels(params):
+    return jax.tree.map(lambda x: "adam" if jnp.ndim(x) >= 2 else "sgd", params)
+
+
+@pytest.mark.parametrize("name", ["masked", "partition", "freeze", "apply_if_finite"])
+def test_wrappers_route_int_and_bool_leaves_as_optax_routes_the_float_ones(name):
+    def matrices(params):
+        return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+
+    gx_tx, optax_tx = {
+        "masked": (gx.masked(gx.adam(0.05), matrices), optax.masked(optax.adam(0.05), matrices)),
+        "partition": (
+            gx.partition({"adam": gx.adam(0.05), "sgd": gx.sgd(0.1, 0.9)}, _rank_labels),
+            optax.partition({"adam": optax.adam(0.05), "sgd": optax.sgd(0.1, 0.9)}, _rank_labels),
+        ),
+        "freeze": (gx.chain(gx.sgd(0.1), gx.freeze(matrices)),
+                   optax.chain(optax.sgd(0.1), optax.freeze(matrices))),
+        "apply_if_finite": (gx.apply_if_finite(gx.adam(0.05), 2),
+                            optax.apply_if_finite(optax.adam(0.05), 2)),
+    }[name]
+    ours = _train(gx_tx, _model(), eqx.is_array)
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = _train(optax_tx, _model(), eqx.is_inexact_array)
+    np.testing.assert_allclose(ours.weight, theirs.weight, rtol=1e-6)
+    np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-6)
+    assert int(ours.steps) == 7
+    np.testing.assert_array_equal(ours.active, [True, False])
+
+
 def test_non_float_leaves_get_no_state_and_an_integer_gradient_a_named_error():
     params = eqx.filter(_model(), eqx.is_array)
     state = gx.adam(1e-3).init(params)

@@ -5,6 +5,14 @@ A small MLP is trained on scikit-learn's digits for 300 minibatch steps through
 optimizer and once, from the same parameters and batches, with the equivalent
 optax optimizer. The final losses and parameters must agree, the loss must
 fall far, and the step must be traced once (the state keeps its types).
+
+With params boxed by ``nn.with_logical_partitioning`` / ``nn.with_partitioning``
+(``nn.LogicallyPartitioned`` kernels, ``nn.Partitioned`` biases), key-path
+patterns, bool masks and label trees must select the kernels whether the
+``TrainState`` stays boxed or is unboxed after ``init`` (as MaxText does): the
+params must end where optax's, run on the unboxed tree with a rank mask, end,
+and a first step of weight decay that excludes ``bias`` must leave the biases
+undecayed.
 """
 
 import flax.linen as nn
@@ -89,3 +97,141 @@ def test_train_state_matches_optax(name):
     for leaf, param in zip(jax.tree.leaves(state.params), jax.tree.leaves(PARAMS)):
         assert leaf.dtype == param.dtype == jnp.float32
 
+
+
+# --- boxed params: nn.with_logical_partitioning / nn.with_partitioning --------------------
+#
+# Flax's lm1b, t5x and MaxText build their params boxed: the kernels in
+# nn.LogicallyPartitioned, the biases in nn.Partitioned, both pytree nodes whose key
+# paths end in ".../kernel/value". A TrainState then sees boxes at init and at update;
+# MaxText also unboxes the whole state after init, so that update sees bare arrays.
+# Patterns must select the same leaves in every case: the kernels, which are also the
+# rank-2 leaves, so optax, run on the unboxed tree from the same start, gets a rank mask.
+
+KERNEL = r"(^|/)kernel$"
+BOXED_STEPS = 12
+
+
+def boxed_dense(features, kernel_axes):
+    return nn.Dense(
+        features,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), kernel_axes),
+        # Non-zero biases, so that decaying them by mistake shows.
+        bias_init=nn.with_partitioning(nn.initializers.normal(0.5), (None,)),
+    )
+
+
+class BoxedMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        hidden = nn.relu(boxed_dense(32, ("features", "hidden"))(x))
+        return boxed_dense(10, ("hidden", "classes"))(hidden)
+
+
+BOXED_MODEL = BoxedMLP()
+BOXED_PARAMS = BOXED_MODEL.init(jax.random.key(1), X[:1])
+
+
+def is_kernel(params):
+    return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+def kernel_or_rest(params):
+    return jax.tree.map(lambda x: "kernel" if x.ndim > 1 else "rest", params)
+
+
+BOXED_CASES = {
+    "masked": (
+        lambda: gx.chain(gx.masked(gx.scale_by_adam(), [KERNEL]), gx.scale(-0.05)),
+        lambda: optax.chain(optax.masked(optax.scale_by_adam(), is_kernel), optax.scale(-0.05)),
+    ),
+    "partition_by_patterns": (
+        lambda: gx.partition_by_patterns([(KERNEL, gx.adam(0.05))], default=gx.sgd(0.1)),
+        lambda: optax.partition({"kernel": optax.adam(0.05), "rest": optax.sgd(0.1)},
+                                kernel_or_rest),
+    ),
+    "add_decayed_weights-exclude": (
+        lambda: gx.chain(gx.add_decayed_weights(0.5, exclude=[r"(^|/)bias$"]), gx.sgd(0.1)),
+        lambda: optax.chain(optax.add_decayed_weights(0.5, mask=is_kernel), optax.sgd(0.1)),
+    ),
+    "adamw-mask": (
+        lambda: gx.adamw(0.05, weight_decay=0.5, mask=[KERNEL]),
+        lambda: optax.adamw(0.05, weight_decay=0.5, mask=is_kernel),
+    ),
+    # A bool tree made from the boxed params holds boxes too; it must also fit the
+    # unboxed gradients.
+    "masked-boxed-mask-tree": (
+        lambda: gx.chain(gx.masked(gx.scale_by_adam(), is_kernel(BOXED_PARAMS)), gx.scale(-0.05)),
+        lambda: optax.chain(optax.masked(optax.scale_by_adam(), is_kernel), optax.scale(-0.05)),
+    ),
+    "partition-boxed-label-tree": (
+        lambda: gx.partition({"kernel": gx.adam(0.05), "rest": gx.sgd(0.1)},
+                             kernel_or_rest(BOXED_PARAMS)),
+        lambda: optax.partition({"kernel": optax.adam(0.05), "rest": optax.sgd(0.1)},
+                                kernel_or_rest),
+    ),
+}
+
+
+def boxed_loss(params, x, y):
+    return cross_entropy(BOXED_MODEL.apply(params, x), y)
+
+
+def boxed_step(state, x, y):
+    grads = jax.grad(boxed_loss)(state.params, x, y)
+    return state.apply_gradients(grads=grads), grads
+
+
+def train_boxed(tx, params, unbox_after_init=False):
+    """BOXED_STEPS jitted TrainState steps; the final params and each step's gradients."""
+    state = train_state.TrainState.create(apply_fn=BOXED_MODEL.apply, params=params, tx=tx)
+    if unbox_after_init:
+        state = nn.meta.unbox(state)  # MaxText: params and optimizer state alike
+    step = jax.jit(boxed_step)
+    history = []
+    for batch in BATCHES[:BOXED_STEPS]:
+        state, grads = step(state, X[batch], Y[batch])
+        history.append(grads)
+    return state.params, history
+
+
+_OPTAX_BOXED = {}
+
+
+def optax_on_unboxed(name):
+    if name not in _OPTAX_BOXED:
+        with jax.numpy_dtype_promotion("standard"):  # optax's own code needs implicit promotion
+            _OPTAX_BOXED[name] = train_boxed(BOXED_CASES[name][1](), nn.meta.unbox(BOXED_PARAMS))
+    return _OPTAX_BOXED[name]
+
+
+def test_boxed_params_are_boxed():
+    kinds = {path[-1].key: type(box).__name__ for path, box in jax.tree_util.tree_flatten_with_path(
+        BOXED_PARAMS, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))[0]}
+    assert kinds == {"kernel": "LogicallyPartitioned", "bias": "Partitioned"}
+
+
+@pytest.mark.parametrize("unbox_after_init", [False, True], ids=["boxed", "unboxed-after-init"])
+@pytest.mark.parametrize("name", list(BOXED_CASES))
+def test_boxed_train_state_selects_as_optax_on_the_unboxed_tree(name, unbox_after_init):
+    params, _ = train_boxed(BOXED_CASES[name][0](), BOXED_PARAMS, unbox_after_init)
+    ref_params, _ = optax_on_unboxed(name)
+    if not unbox_after_init:
+        assert jax.tree.structure(params) == jax.tree.structure(BOXED_PARAMS)  # still boxed
+    assert_trees_close(nn.meta.unbox(params), ref_params, rtol=1e-4, atol=1e-6, context=name)
+
+
+def test_boxed_exclude_keeps_biases_undecayed():
+    """Analytic first step of sgd(lr) after add_decayed_weights: -lr * (g + wd * p) or -lr * g."""
+    tx = gx.chain(gx.add_decayed_weights(0.5, exclude=[r"(^|/)bias$"]), gx.sgd(0.1))
+    state = train_state.TrainState.create(apply_fn=BOXED_MODEL.apply, params=BOXED_PARAMS, tx=tx)
+    grads = jax.grad(boxed_loss)(state.params, X[BATCHES[0]], Y[BATCHES[0]])
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    params, grads, updates = (nn.meta.unbox(t)["params"] for t in (BOXED_PARAMS, grads, updates))
+    for layer in ("Dense_0", "Dense_1"):
+        np.testing.assert_allclose(
+            updates[layer]["kernel"],
+            -0.1 * (np.asarray(grads[layer]["kernel"]) + 0.5 * np.asarray(params[layer]["kernel"])),
+            rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(updates[layer]["bias"], -0.1 * np.asarray(grads[layer]["bias"]),
+                                   rtol=1e-6)

@@ -7,12 +7,19 @@ a small test transformation that requires ``value=`` (the loss) trains a real
 MLP on scikit-learn's digits for 300 steps in an ``nnx.jit`` step; the same
 loop with the optax equivalent must give the same loss and parameters, and the
 recorded values must be exactly the losses the loop saw.
+
+Key-path patterns (``masked``, ``partition_by_patterns``, ``add_decayed_weights``'s
+``exclude``, ``adamw``'s ``mask``) must select the same leaves at ``init``, which
+sees ``nnx.Param`` variables, and at ``update``, which sees bare arrays: each
+optimizer's updates must equal optax's with the equivalent rank mask, step by
+step, and Adam's first step must land on the kernels only.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import gradxform as gx
@@ -140,3 +147,90 @@ def test_nnx_optimizer_passes_extra_args_and_matches_optax():
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+# --- key-path patterns and masks under nnx.Optimizer --------------------------------------
+#
+# nnx.Optimizer runs init on nnx.Param variables (key paths ".../kernel/value") and update
+# on bare arrays (".../kernel"). Patterns must select the same leaves in both: here the
+# kernels, which are also exactly the rank-2 leaves, so optax gets the same selection as a
+# rank mask (a callable, which optax evaluates on whatever tree it is given).
+
+KERNEL = r"(^|/)kernel$"
+PATTERN_STEPS = 12
+
+
+def is_kernel(params):
+    return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+def kernel_or_rest(params):
+    return jax.tree.map(lambda x: "kernel" if x.ndim > 1 else "rest", params)
+
+
+PATTERN_CASES = {
+    "masked": (
+        lambda: gx.chain(gx.masked(gx.scale_by_adam(), [KERNEL]), gx.scale(-0.05)),
+        lambda: optax.chain(optax.masked(optax.scale_by_adam(), is_kernel), optax.scale(-0.05)),
+    ),
+    "partition_by_patterns": (
+        lambda: gx.partition_by_patterns([(KERNEL, gx.adam(0.05))], default=gx.sgd(0.1)),
+        lambda: optax.partition({"kernel": optax.adam(0.05), "rest": optax.sgd(0.1)},
+                                kernel_or_rest),
+    ),
+    "add_decayed_weights-exclude": (
+        lambda: gx.chain(gx.add_decayed_weights(0.5, exclude=[r"(^|/)bias$"]), gx.sgd(0.1)),
+        lambda: optax.chain(optax.add_decayed_weights(0.5, mask=is_kernel), optax.sgd(0.1)),
+    ),
+    "adamw-mask": (
+        lambda: gx.adamw(0.05, weight_decay=0.5, mask=[KERNEL]),
+        lambda: optax.adamw(0.05, weight_decay=0.5, mask=is_kernel),
+    ),
+}
+
+
+def train_steps(tx, steps=PATTERN_STEPS):
+    """``steps`` nnx.jit steps; the model, and each step's gradients and updates as plain trees."""
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        grads = nnx.grad(loss_fn)(model, x, y)
+        return nnx.as_pure(grads), optimizer.update(model, grads)
+
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    history = [train_step(model, optimizer, X[batch], Y[batch]) for batch in BATCHES[:steps]]
+    return model, history
+
+
+@pytest.mark.parametrize("name", list(PATTERN_CASES))
+def test_patterns_select_the_same_leaves_at_init_and_update(name):
+    make_gx, make_optax = PATTERN_CASES[name]
+    model, history = train_steps(make_gx())
+    with jax.numpy_dtype_promotion("standard"):  # optax's adam needs implicit promotion
+        ref_model, ref_history = train_steps(make_optax())
+    for step, ((_, updates), (_, ref_updates)) in enumerate(zip(history, ref_history)):
+        assert_trees_close(updates, ref_updates, rtol=1e-4, atol=1e-7,
+                           context=f"{name}, step {step}")
+    assert_trees_close(nnx.as_pure(nnx.state(model, nnx.Param)),
+                       nnx.as_pure(nnx.state(ref_model, nnx.Param)), rtol=1e-4, atol=1e-6)
+
+
+def test_masked_kernel_pattern_gives_adam_to_kernels_only():
+    """Analytic first step: Adam's is -lr * g / (|g| + eps), the pass-through -lr * g."""
+    _, [(grads, updates), *_] = train_steps(
+        gx.chain(gx.masked(gx.scale_by_adam(), [KERNEL]), gx.scale(-0.05)), steps=1)
+    for layer in ("hidden", "out"):
+        g_kernel, g_bias = (np.asarray(grads[layer][name]) for name in ("kernel", "bias"))
+        np.testing.assert_allclose(updates[layer]["kernel"],
+                                   -0.05 * g_kernel / (np.abs(g_kernel) + 1e-8), rtol=1e-5)
+        np.testing.assert_allclose(updates[layer]["bias"], -0.05 * g_bias, rtol=1e-6)
+
+
+def test_masked_state_is_built_on_the_kernels_only():
+    optimizer = nnx.Optimizer(MLP(nnx.Rngs(0)), gx.masked(gx.scale_by_adam(), [KERNEL]),
+                              wrt=nnx.Param)
+    mu = nnx.as_pure(optimizer.opt_state.inner_state.mu)
+    for layer in ("hidden", "out"):
+        assert isinstance(mu[layer]["bias"], gx.MaskedNode)
+        assert isinstance(mu[layer]["kernel"], jax.Array)

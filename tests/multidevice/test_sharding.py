@@ -11,6 +11,8 @@
 * ZeRO-1: the params replicated, the state split over the "data" axis; the
   update then gathers nothing, and a whole train step gathers only the new
   params, one all-gather per split leaf.
+* ``optax.tree_utils.tree_map_params`` maps the params' shardings over masked,
+  frozen and partitioned states to the shardings ``state_shardings`` derives.
 """
 
 from __future__ import annotations
@@ -277,3 +279,40 @@ def test_state_shardings_on_one_device_and_on_abstract_params():
     concrete = on_mesh(host_tree(0), mesh)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), concrete)
     assert gx.state_shardings(tx, abstract) == gx.state_shardings(tx, concrete)
+
+
+MASKED_STATES = {
+    "masked-prefix": lambda: gx.masked(gx.adam(1e-3), {"dense": {"kernel": True, "bias": False},
+                                                       "blocks": False, "pair": True, "scalar": True}),
+    "masked-patterns": lambda: gx.masked(gx.scale_by_adam(), ["kernel", "^pair"]),
+    "freeze": lambda: gx.chain(gx.sgd(0.1, momentum=0.9), gx.freeze(
+        {"dense": {"kernel": False, "bias": True}, "blocks": True, "pair": False, "scalar": False})),
+    "partition": lambda: gx.partition({"a": gx.adam(1e-3), "b": gx.sgd(0.1, momentum=0.9)}, {
+        "dense": {"kernel": "a", "bias": "b"}, "blocks": "a", "pair": ("b", "a"), "scalar": "b"}),
+    "partition-callable": lambda: gx.partition(
+        {"a": gx.adam(1e-3), "b": gx.sgd(0.1, momentum=0.9)},
+        lambda p: jax.tree.map(lambda x: "a" if x.ndim > 1 else "b", p)),
+    "adamw-mask": lambda: gx.adamw(1e-3, weight_decay=1e-2, mask=["kernel"]),
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED_STATES))
+def test_optax_tree_map_params_derives_the_shardings_of_masked_states(name):
+    """Sharding code maps the params' shardings over the state with optax's tree_map_params."""
+    import optax  # a reference here, not a dependency of gradxform
+
+    mesh = make_mesh()
+    params = on_mesh(host_tree(0), mesh)
+    tx = MASKED_STATES[name]()
+    state = tx.init(params)
+    via_optax = optax.tree_utils.tree_map_params(
+        tx, lambda p: p.sharding, state, transform_non_params=lambda _: NamedSharding(mesh, P()))
+    derived = gx.state_shardings(tx, params)
+    assert jax.tree.structure(via_optax) == jax.tree.structure(derived) == jax.tree.structure(state)
+    for (path, leaf), mapped, own in zip(jax.tree_util.tree_leaves_with_path(state),
+                                         jax.tree.leaves(via_optax), jax.tree.leaves(derived)):
+        where = f"{name} state{jax.tree_util.keystr(path)}"
+        _assert_equivalent(mapped, own, leaf.ndim, where)
+        if leaf.ndim:  # an eager counter sits on one device
+            _assert_equivalent(leaf.sharding, own, leaf.ndim, where)
+    jax.jit(tx.init, out_shardings=via_optax)(params)

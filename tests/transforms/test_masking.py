@@ -87,8 +87,10 @@ def test_masked_matches_optax(make_gx, make_optax, gx_mask, optax_mask, full):
         for (path, u), (_, x) in zip(leaves_with_paths(a), leaves_with_paths(g)):
             if path not in chosen:  # passed through: exactly the input gradient
                 assert_bitwise(u, x, f"step {step}, {path}")
-    # The inner state is built on a tree with None in place of the unselected leaves.
-    only_selected = jax.tree.map(lambda m, p: p if m else None, full, params)
+    # The inner state is built on the params with a MaskedNode in place of each part the
+    # mask leaves out, as optax.masked builds it (a False prefix entry: its whole subtree).
+    mask_tree = optax_mask(params) if callable(optax_mask) else optax_mask
+    only_selected = jax.tree.map(lambda m, p: p if m else gx.MaskedNode(), mask_tree, params)
     expected = make_gx().init(only_selected)
     assert jax.tree.structure(state.inner_state, is_leaf=is_none) == jax.tree.structure(
         expected, is_leaf=is_none)
@@ -151,6 +153,25 @@ def test_nested_prefix_callable_and_pattern_masks_equal_the_and_mask():
     for a, b in zip(mine, single):
         jax.tree.map(assert_bitwise, a, b)
     assert len(jax.tree.leaves(state)) == 1 + 2 * 3
+
+
+def test_inner_prefix_mask_deeper_than_an_outer_masked_node():
+    """The outer mask leaves ``blocks`` out as one MaskedNode; the inner mask goes below it."""
+    params = random_params(11)
+    grads_seq = gradient_stream(params, 8, seed=12)
+    outer = {"dense": True, "blocks": False, "pair": (True, True), "scalar": True}
+    inner = {"dense": {"kernel": True, "bias": False}, "blocks": [True, None, True],
+             "pair": (False, {"inner": True, "empty": True}), "scalar": False}
+    both = {"dense": {"kernel": True, "bias": False}, "blocks": [False, None, False],
+            "pair": (False, {"inner": True, "empty": True}), "scalar": False}
+    nested_tx = gx.masked(gx.masked(gx.scale_by_adam(), inner), outer)
+    nested, state = run_updates(nested_tx, params, grads_seq)
+    single, _ = run_updates(gx.masked(gx.scale_by_adam(), both), params, grads_seq)
+    for a, b in zip(nested, single):
+        jax.tree.map(assert_bitwise, a, b)
+    assert isinstance(state.inner_state.inner_state.mu["blocks"], gx.MaskedNode)
+    with pytest.raises(ValueError):  # optax meets the MaskedNode with the inner list
+        optax.masked(optax.masked(optax.scale_by_adam(), inner), outer).init(params)
 
 
 # --- freeze and set_to_zero ------------------------------------------------------------

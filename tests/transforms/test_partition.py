@@ -76,16 +76,18 @@ def test_partition_matches_optax(labels, paths):
                 assert np.all(np.signbit(np.asarray(u))), f"step {step}, {path_string(p)}"
     states = state.inner_states
     assert set(states) == {"adam", "sgd", "frozen"}
-    assert paths_of(states["adam"][0].mu) == paths_of(states["adam"][0].nu) == paths["adam"]
-    assert paths_of(states["sgd"][0].trace) == paths["sgd"]
+    assert all(isinstance(s, gx.MaskedState) for s in states.values())
+    adam_state, sgd_state = states["adam"].inner_state[0], states["sgd"].inner_state[0]
+    assert paths_of(adam_state.mu) == paths_of(adam_state.nu) == paths["adam"]
+    assert paths_of(sgd_state.trace) == paths["sgd"]
     assert jax.tree.leaves(states["frozen"]) == []
-    # Structurally: each state is its transformation initialised on its own leaves only.
-    full = labels(params) if callable(labels) else jax.tree.map(
-        lambda lab, sub: jax.tree.map(lambda _: lab, sub), LABELS, params)
+    # Structurally, as optax.partition: each state is a MaskedState of its transformation
+    # initialised on the params with a MaskedNode wherever the labels (a prefix) differ.
+    label_tree = labels(params) if callable(labels) else labels
     for label, tx in gx_groups().items():
-        own = jax.tree.map(lambda lab, p: p if lab == label else None, full, params)
+        own = jax.tree.map(lambda lab, p: p if lab == label else gx.MaskedNode(), label_tree, params)
         assert jax.tree.structure(states[label], is_leaf=is_none) == jax.tree.structure(
-            tx.init(own), is_leaf=is_none), label
+            gx.MaskedState(tx.init(own)), is_leaf=is_none), label
 
 
 def test_unused_label_keeps_only_counters_and_none_params_pass():
@@ -110,7 +112,9 @@ def test_partition_by_patterns_first_match_wins_and_equals_partition():
     rules = [("dense", gx.sgd(0.1)), ("kernel|inner|blocks/0", gx.adam(1e-2)),
              ("^pair", gx.sgd(0.05, momentum=0.5))]
     # dense/kernel matches rules 0 and 1: rule 0 wins; pair/1/inner matches rules 1 and 2: rule 1.
-    explicit = {"dense": "rule0", "blocks": ["rule1", None, "default"],
+    # Patterns label each leaf, so the equivalent label tree is a full one (a prefix entry
+    # would leave out a whole subtree as one MaskedNode, as in optax).
+    explicit = {"dense": {"kernel": "rule0", "bias": "rule0"}, "blocks": ["rule1", None, "default"],
                 "pair": ("rule2", {"inner": "rule1", "empty": "rule2"}), "scalar": "default"}
     by_patterns = gx.partition_by_patterns(rules, default=gx.scale_by_adam())
     by_labels = gx.partition({"rule0": gx.sgd(0.1), "rule1": gx.adam(1e-2),
@@ -147,7 +151,8 @@ def test_keras_multi_optimizer_example():
         assert_trees_close(a, b, rtol=2e-6, atol=1e-7, context=f"step {step}")
         np.testing.assert_array_equal(a["norm"]["scale"],
                                       np.float32(-0.1) * np.asarray(g["norm"]["scale"]))
-    assert paths_of(state.inner_states["default"][0].mu) == {"dense/kernel", "out/kernel"}
+    assert paths_of(state.inner_states["default"].inner_state[0].mu) == {"dense/kernel",
+                                                                         "out/kernel"}
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -165,8 +170,8 @@ def test_label_without_transformation_lists_missing_and_available():
     assert "['lamb', 'lion']" in message and "['adam', 'sgd']" in message
     callable_tx = gx.partition({"sgd": gx.sgd(0.1)}, lambda p: jax.tree.map(lambda _: "lamb", p))
     with pytest.raises(ValueError, match=r"partition: .*\['lamb'\].*\['sgd'\]"):
-        jax.jit(callable_tx.update)(PARAMS, gx.PartitionState({"sgd": gx.sgd(0.1).init(PARAMS)}),
-                                    PARAMS)
+        jax.jit(callable_tx.update)(
+            PARAMS, gx.PartitionState({"sgd": gx.MaskedState(gx.sgd(0.1).init(PARAMS))}), PARAMS)
 
 
 @pytest.mark.parametrize("labels", [
