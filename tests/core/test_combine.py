@@ -4,6 +4,8 @@ References: applying the members one after another by hand, and optax's own
 chains and optimizers (run under standard dtype promotion, which optax needs).
 """
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -397,3 +399,14 @@ def test_to_optax_passes_extra_args_through():
 def test_to_optax_rejects_non_transformations():
     with pytest.raises(TypeError, match="to_optax"):
         gx.to_optax(lambda g: g)
+
+
+def test_named_chain_state_is_an_ordered_dict_in_chain_order_as_optax():
+    params = {"w": jnp.ones(2)}
+    names = ("zeta", "alpha", "mid")
+    ours = gx.named_chain(*[(n, gx.trace(0.5)) for n in names]).init(params)
+    theirs = optax.named_chain(*[(n, optax.trace(0.5)) for n in names]).init(params)
+    assert type(ours) is type(theirs) is collections.OrderedDict
+    assert list(ours) == list(theirs) == list(names)
+    assert [str(path[0]) for path, _ in jax.tree_util.tree_leaves_with_path(ours)] == [
+        str(path[0]) for path, _ in jax.tree_util.tree_leaves_with_path(theirs)]

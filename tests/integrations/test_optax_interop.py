@@ -161,3 +161,14 @@ def test_optax_members_inside_gx_chain(pass_loss):
         scale, ref_scale = float(opt_state[-1].scale), float(ref_opt_state[-1].scale)
         assert scale < 1.0
         assert scale == ref_scale
+
+
+def test_to_optax_passes_extra_arguments_only_to_an_update_that_takes_them():
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda g: 2 * g, updates), state
+
+    plain = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    wrapped = gx.to_optax(plain)
+    params = {"w": jnp.ones(2)}
+    updates, _ = wrapped.update(params, wrapped.init(params), params, value=jnp.float32(1.0))
+    np.testing.assert_array_equal(updates["w"], [2.0, 2.0])
