@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform.core import numerics
-from gradxform.core.paths import key_name, path_string  # noqa: F401  (re-exported)
+from gradxform.core.paths import key_name
 
 
 def _is_none(x: Any) -> bool:

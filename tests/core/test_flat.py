@@ -52,7 +52,7 @@ from hypothesis import strategies as st
 
 import gradxform as gx
 from gradxform.core import compile_options
-from gradxform.core.tree import path_string
+from gradxform.core.paths import path_string
 from tests.factories import FACTORIES, NAMES
 from tests.helpers import FAST_COMPILE, assert_trees_bitwise_equal, is_none, jit_counting_traces
 from tests.strategies import DTYPES, SHAPES, Case, LeafSpec, build, cases, tree_specs

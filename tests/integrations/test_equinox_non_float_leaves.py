@@ -57,6 +57,18 @@ def _train(tx, model, is_param, steps=5):
     return model
 
 
+def _assert_trains_as_optax_on_the_float_leaves(gx_tx, optax_tx):
+    """gx on the ``eqx.is_array`` params moves the float leaves as optax on the float ones."""
+    ours = _train(gx_tx, _model(), eqx.is_array)
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = _train(optax_tx, _model(), eqx.is_inexact_array)
+    np.testing.assert_allclose(ours.weight, theirs.weight, rtol=1e-6)
+    np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-6)
+    assert int(ours.steps) == 7 and ours.steps.dtype == jnp.int32
+    np.testing.assert_array_equal(ours.active, [True, False])
+    assert not np.allclose(ours.bias, _model().bias)  # trained, not frozen
+
+
 @pytest.mark.parametrize("name", ["sgd", "sgd_momentum", "adam", "adagrad", "rmsprop", "adamw"])
 def test_equinox_models_with_int_and_bool_leaves_train_as_optax_trains_the_float_ones(name):
     gx_tx, optax_tx = {
@@ -67,14 +79,7 @@ def test_equinox_models_with_int_and_bool_leaves_train_as_optax_trains_the_float
         "rmsprop": (gx.rmsprop(0.01), optax.rmsprop(0.01)),
         "adamw": (gx.adamw(0.05, weight_decay=0.1), optax.adamw(0.05, weight_decay=0.1)),
     }[name]
-    ours = _train(gx_tx, _model(), eqx.is_array)
-    with jax.numpy_dtype_promotion("standard"):
-        theirs = _train(optax_tx, _model(), eqx.is_inexact_array)
-    np.testing.assert_allclose(ours.weight, theirs.weight, rtol=1e-6)
-    np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-6)
-    assert int(ours.steps) == 7 and ours.steps.dtype == jnp.int32
-    np.testing.assert_array_equal(ours.active, [True, False])
-    assert not np.allclose(ours.weight, _model().weight)
+    _assert_trains_as_optax_on_the_float_leaves(gx_tx, optax_tx)
 
 
 def _rank_labels(params):
@@ -97,13 +102,7 @@ def test_wrappers_route_int_and_bool_leaves_as_optax_routes_the_float_ones(name)
         "apply_if_finite": (gx.apply_if_finite(gx.adam(0.05), 2),
                             optax.apply_if_finite(optax.adam(0.05), 2)),
     }[name]
-    ours = _train(gx_tx, _model(), eqx.is_array)
-    with jax.numpy_dtype_promotion("standard"):
-        theirs = _train(optax_tx, _model(), eqx.is_inexact_array)
-    np.testing.assert_allclose(ours.weight, theirs.weight, rtol=1e-6)
-    np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-6)
-    assert int(ours.steps) == 7
-    np.testing.assert_array_equal(ours.active, [True, False])
+    _assert_trains_as_optax_on_the_float_leaves(gx_tx, optax_tx)
 
 
 def test_non_float_leaves_get_no_state_and_an_integer_gradient_a_named_error():

@@ -25,6 +25,7 @@ from flax.training import train_state
 
 import gradxform as gx
 from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
+from tests.integrations.pattern_cases import PATTERN_CASES, is_kernel, kernel_or_rest
 from tests.helpers import assert_trees_close, jit_counting_traces
 
 SCHEDULE = dict(init_value=0.0, peak_value=1e-2, warmup_steps=30, decay_steps=STEPS, end_value=1e-4)
@@ -108,7 +109,6 @@ def test_train_state_matches_optax(name):
 # Patterns must select the same leaves in every case: the kernels, which are also the
 # rank-2 leaves, so optax, run on the unboxed tree from the same start, gets a rank mask.
 
-KERNEL = r"(^|/)kernel$"
 BOXED_STEPS = 12
 
 
@@ -132,32 +132,8 @@ BOXED_MODEL = BoxedMLP()
 BOXED_PARAMS = BOXED_MODEL.init(jax.random.key(1), X[:1])
 
 
-def is_kernel(params):
-    return jax.tree.map(lambda x: x.ndim > 1, params)
-
-
-def kernel_or_rest(params):
-    return jax.tree.map(lambda x: "kernel" if x.ndim > 1 else "rest", params)
-
-
 BOXED_CASES = {
-    "masked": (
-        lambda: gx.chain(gx.masked(gx.scale_by_adam(), [KERNEL]), gx.scale(-0.05)),
-        lambda: optax.chain(optax.masked(optax.scale_by_adam(), is_kernel), optax.scale(-0.05)),
-    ),
-    "partition_by_patterns": (
-        lambda: gx.partition_by_patterns([(KERNEL, gx.adam(0.05))], default=gx.sgd(0.1)),
-        lambda: optax.partition({"kernel": optax.adam(0.05), "rest": optax.sgd(0.1)},
-                                kernel_or_rest),
-    ),
-    "add_decayed_weights-exclude": (
-        lambda: gx.chain(gx.add_decayed_weights(0.5, exclude=[r"(^|/)bias$"]), gx.sgd(0.1)),
-        lambda: optax.chain(optax.add_decayed_weights(0.5, mask=is_kernel), optax.sgd(0.1)),
-    ),
-    "adamw-mask": (
-        lambda: gx.adamw(0.05, weight_decay=0.5, mask=[KERNEL]),
-        lambda: optax.adamw(0.05, weight_decay=0.5, mask=is_kernel),
-    ),
+    **PATTERN_CASES,
     # A bool tree made from the boxed params holds boxes too; it must also fit the
     # unboxed gradients.
     "masked-boxed-mask-tree": (

@@ -24,6 +24,7 @@ from flax import nnx
 
 import gradxform as gx
 from tests.integrations.digits import BATCHES, STEPS, X, Y, cross_entropy
+from tests.integrations.pattern_cases import KERNEL, PATTERN_CASES
 from tests.helpers import assert_trees_close
 
 
@@ -156,37 +157,7 @@ def test_nnx_optimizer_passes_extra_args_and_matches_optax():
 # kernels, which are also exactly the rank-2 leaves, so optax gets the same selection as a
 # rank mask (a callable, which optax evaluates on whatever tree it is given).
 
-KERNEL = r"(^|/)kernel$"
 PATTERN_STEPS = 12
-
-
-def is_kernel(params):
-    return jax.tree.map(lambda x: x.ndim > 1, params)
-
-
-def kernel_or_rest(params):
-    return jax.tree.map(lambda x: "kernel" if x.ndim > 1 else "rest", params)
-
-
-PATTERN_CASES = {
-    "masked": (
-        lambda: gx.chain(gx.masked(gx.scale_by_adam(), [KERNEL]), gx.scale(-0.05)),
-        lambda: optax.chain(optax.masked(optax.scale_by_adam(), is_kernel), optax.scale(-0.05)),
-    ),
-    "partition_by_patterns": (
-        lambda: gx.partition_by_patterns([(KERNEL, gx.adam(0.05))], default=gx.sgd(0.1)),
-        lambda: optax.partition({"kernel": optax.adam(0.05), "rest": optax.sgd(0.1)},
-                                kernel_or_rest),
-    ),
-    "add_decayed_weights-exclude": (
-        lambda: gx.chain(gx.add_decayed_weights(0.5, exclude=[r"(^|/)bias$"]), gx.sgd(0.1)),
-        lambda: optax.chain(optax.add_decayed_weights(0.5, mask=is_kernel), optax.sgd(0.1)),
-    ),
-    "adamw-mask": (
-        lambda: gx.adamw(0.05, weight_decay=0.5, mask=[KERNEL]),
-        lambda: optax.adamw(0.05, weight_decay=0.5, mask=is_kernel),
-    ),
-}
 
 
 def train_steps(tx, steps=PATTERN_STEPS):
