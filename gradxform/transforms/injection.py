@@ -192,20 +192,19 @@ def _run_injected(run: Callable, given: dict, current: dict, operands: Any) -> A
     return injected(current, operands)
 
 
-def _reference(inner_factory, bound, scheduled, stateful) -> GradientTransformation:
+def _reference(inner_factory, bound, first_values: Callable[[], dict]) -> GradientTransformation:
     """The factory's transformation for the given arguments, checking them now.
 
     A factory that takes numbers only where optax would take a schedule
     (``momentum``, ``b1``) rejects the schedule itself; it is then built, and
-    checked, with each schedule's first value.
+    checked, with each schedule's first value (``first_values()``).
     """
     try:
         return inner_factory(*bound.args, **bound.kwargs)
     except (TypeError, ValueError):
-        if not scheduled and not stateful:
+        first = first_values()
+        if not first:
             raise
-    first = {name: schedule(numerics.zero_count()) for name, schedule in scheduled.items()}
-    first.update({name: schedule(schedule.init()) for name, schedule in stateful.items()})
     call = inspect.BoundArguments(bound.signature, dict(bound.arguments, **first))
     return inner_factory(*call.args, **call.kwargs)
 
@@ -286,11 +285,9 @@ def inject_hyperparams(
             return {n: bound.arguments[n] for n, k in kinds.items() if k == kind}
 
         numeric, scheduled, stateful = of_kind(_NUMERIC), of_kind(_SCHEDULED), of_kind(_STATEFUL)
-        reference = _reference(inner_factory, bound, scheduled, stateful)
         rules = HyperparamRules(
             factory_name, inner_factory, bound, tuple(numeric), {**scheduled, **stateful}
         )
-        inner_filter = extra_args_filter(reference.update)
         schedule_filters = {
             name: (extra_args_filter(schedule.__call__), extra_args_filter(schedule.update))
             for name, schedule in stateful.items()
@@ -300,6 +297,9 @@ def inject_hyperparams(
             call = inspect.BoundArguments(signature, dict(bound.arguments, **values))
             return inner_factory(*call.args, **call.kwargs)
 
+        def initial_schedule_states():
+            return {name: schedule.init() for name, schedule in stateful.items()}
+
         def schedule_values(count, schedule_states, extra_args):
             values = {name: numerics.schedule_value(
                 schedule, count, f"inject_hyperparams({factory_name})", name)
@@ -308,13 +308,17 @@ def inject_hyperparams(
                 values[name] = schedule(schedule_states[name], **schedule_filters[name][0](extra_args))
             return values
 
+        reference = _reference(inner_factory, bound, lambda: schedule_values(
+            numerics.zero_count(), initial_schedule_states(), {}))
+        inner_filter = extra_args_filter(reference.update)
+
         def stored(values, dtypes):
             return {name: jnp.asarray(value).astype(dtypes[name]) for name, value in values.items()}
 
         def init_fn(params):
             dtype = _storage_dtype(hyperparam_dtype, params)
             count = numerics.zero_count()
-            schedule_states = {name: schedule.init() for name, schedule in stateful.items()}
+            schedule_states = initial_schedule_states()
             values = schedule_values(count, schedule_states, {})
             inner_state = factory_with(values).init(params)
             # A schedule's value keeps its own precision (at least float32): storing a
@@ -331,9 +335,11 @@ def inject_hyperparams(
 
         def update_fn(updates, state, params=None, **extra_args):
             values = schedule_values(state.count, state.hyperparams_states, extra_args)
-            default = _storage_dtype(hyperparam_dtype, params)
+            # A value set as a Python number has no dtype yet: it gets init's default.
             dtypes = {
-                name: getattr(value, "dtype", default) for name, value in state.hyperparams.items()
+                name: value.dtype if hasattr(value, "dtype")
+                else _storage_dtype(hyperparam_dtype, params)
+                for name, value in state.hyperparams.items()
             }
             current = stored({name: state.hyperparams[name] for name in numeric}, dtypes)
             dynamic_extra, static_extra, extra_def = _split_static(inner_filter(extra_args))

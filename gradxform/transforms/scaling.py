@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 
@@ -32,15 +32,20 @@ def _scale_tree(factor, updates):
     return tree.tree_map_skip_none(lambda g: numerics.scale_leaf(factor, g), updates)
 
 
-def _scaled_by_schedule(step_size_fn) -> GradientTransformation:
+def _scaled_by_schedule(
+    step_size: Any, owner: str, argument: str, sign: int = 1
+) -> GradientTransformation:
+    """Multiplies by ``sign`` times ``step_size`` (a constant, or a schedule of the count)."""
+
     def init_fn(params):
         del params
         return ScaleByScheduleState(count=numerics.zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        factor = numerics.schedule_value(
-            step_size_fn, state.count, "scale_by_schedule", "step_size_fn")
+        factor = numerics.schedule_value(step_size, state.count, owner, argument)
+        if sign != 1:
+            factor = sign * factor
         updates = _scale_tree(factor, updates)
         return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
 
@@ -91,7 +96,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     """
     if not callable(step_size_fn):
         raise TypeError(f"scale_by_schedule: step_size_fn must be callable, got {step_size_fn!r}")
-    return _scaled_by_schedule(step_size_fn)
+    return _scaled_by_schedule(step_size_fn, "scale_by_schedule", "step_size_fn")
 
 
 @public_constructor
@@ -124,7 +129,4 @@ def scale_by_learning_rate(
     validation.scalar_or_schedule("scale_by_learning_rate", "learning_rate", learning_rate)
     validation.boolean("scale_by_learning_rate", "flip_sign", flip_sign)
     sign = -1 if flip_sign else 1
-    if callable(learning_rate):
-        return _scaled_by_schedule(lambda count: sign * numerics.schedule_value(
-            learning_rate, count, "scale_by_learning_rate", "learning_rate"))
-    return _scaled_by_schedule(lambda count: sign * learning_rate)
+    return _scaled_by_schedule(learning_rate, "scale_by_learning_rate", "learning_rate", sign)
