@@ -1,7 +1,12 @@
-"""Sphinx configuration: the gradxform API reference, built from the docstrings.
+"""Sphinx configuration: the gradxform documentation site.
+
+Guides (reStructuredText, their code executed by ``tests/test_guides.py``), the
+notebooks with their stored outputs (rendered by myst-nb, executed by
+``pytest --nbmake``), and the API reference built from the docstrings.
 
 Build it (offline; nothing is fetched) from the repository root with::
 
+    pip install -e ".[docs]"
     python -m sphinx -b html -W --keep-going docs docs/_build/html
 
 Formulas are rendered by MathJax, which the browser loads when a page is viewed.
@@ -25,9 +30,21 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "myst_nb",
+    "sphinx_copybutton",
 ]
 
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+source_suffix = {".rst": "restructuredtext", ".ipynb": "myst-nb"}
+
+# The notebooks are stored with their outputs and executed by the test suite
+# (pytest --nbmake); the site shows the stored outputs instead of running them again.
+nb_execution_mode = "off"
+nb_merge_streams = True
+# Copy only the code of a block: no prompts, no printed output.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = False
 root_doc = "index"
 language = "en"
 # The docstrings write `chain`, `ScaleByAdamState`: make those cross-references.
@@ -54,12 +71,8 @@ try:
 except ImportError:  # moved in a later Sphinx: the signatures stay valid, only wordier
     pass
 
-html_theme = "alabaster"
+html_theme = "furo"
 html_title = f"gradxform {release}"
-html_theme_options = {
-    "description": "Composable gradient transformations for JAX",
-    "fixed_sidebar": True,
-}
 
 
 def _drop_init_return(app, what, name, obj, options, signature, return_annotation):

@@ -1,4 +1,4 @@
-"""The API reference in docs/: it lists every public name, and Sphinx builds it without a warning.
+"""The documentation site in docs/: it lists every public name, and Sphinx builds it without a warning.
 
 Each name of ``gx.__all__``, ``gx.schedules.__all__`` and ``gx.keras.__all__``
 has its own ``auto*`` (or ``py:``) directive in docs/**/*.rst, so a new public
@@ -116,6 +116,14 @@ def test_sphinx_builds_the_reference_without_warnings(tmp_path):
     assert 'id="gradxform.schedules.warmup_cosine_decay_schedule"' in schedules
     assert r"\cos" in schedules
     assert 'id="gradxform.keras.adam"' in pages["api/keras.html"]
+    # Every guide and every notebook is a page of the site; a notebook's stored plots are shown.
+    for guide in (DOCS / "guides").glob("*.rst"):
+        assert f"guides/{guide.stem}.html" in pages, guide.name
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        page = pages[f"notebooks/{notebook.stem}.html"]
+        plots = notebook.read_text().count('"image/png"')
+        assert page.count('src="../_images/') >= plots, notebook.name
+    assert "copybutton.js" in pages["index.html"] and "furo" in pages["index.html"]
     # Type aliases are kept by name and link to their entry.
     assert 'href="core.html#gradxform.ScalarOrSchedule"' in optimizers
     assert "TypeAliasForwardRef" not in "".join(pages.values())

@@ -1,6 +1,6 @@
 """Numerics shared by the transformations: dtypes, counters, moments.
 
-Dtype policy (see DESIGN.md, "Dtype discipline"):
+Dtype policy:
 
 * arithmetic runs in `compute_dtype`: at least float32, wider if an input is;
 * hyperparameters stay Python floats, so they are never rounded to a
