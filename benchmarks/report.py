@@ -63,7 +63,7 @@ def print_table(results: dict) -> None:
         print(f"  step ms {_triple(r, 'step_ms', '.4g')}   compile s {_triple(r, 'compile_s', '.3g')}")
         for k, v in q.items():
             if not k.endswith("CI"):
-                print(f"  {k}: {v:.2f}  (target {ts['targets'].get(k, '-')})")
+                print(f"  {k}: {v:.2f}")
 
 
 def print_markdown(results: dict) -> None:

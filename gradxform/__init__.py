@@ -84,7 +84,14 @@ from gradxform.transforms.weight_decay import (
     decoupled_weight_decay,
 )
 
-__version__ = "0.1.0"
+import importlib.metadata as _importlib_metadata  # noqa: E402
+
+try:
+    __version__ = _importlib_metadata.version("gradxform")
+except _importlib_metadata.PackageNotFoundError:
+    # A source tree on sys.path without being installed: no release to name.
+    __version__ = "0+unknown"
+del _importlib_metadata
 
 __all__ = [
     "AccumulateGradientsState",

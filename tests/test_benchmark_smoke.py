@@ -1,57 +1,120 @@
 """The benchmark script runs end to end on tiny trees, and its libraries agree.
 
-Correctness only: no timing is asserted. ``benchmarks.run.main`` is run in
-process with ``--smoke --fresh-buffers --train-step`` (every tree, optimizer and library,
-the train-step block, JSON, markdown); the final parameters it dumps after its
-timed steps must agree across libraries, since every library ran the same
-number of steps from the same parameters with the same gradients.
+Correctness only: no timing is asserted. The smoke benchmark is run as a user
+would run it, ``python -m benchmarks.run --smoke`` in a subprocess from the
+repository root (with ``--fresh-buffers --train-step --markdown``: every tree,
+optimizer and library, the train-step block, the markdown table), and without
+``--json``: it must write its JSON into a fresh temporary directory and leave
+the committed ``benchmarks/results*.json`` files byte for byte as they were.
+The final parameters it dumps after its timed steps must agree across
+libraries, since every library ran the same number of steps from the same
+parameters with the same gradients.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks import measure, run, trees
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _committed_results() -> dict[str, str]:
+    """sha256 of every committed ``benchmarks/results*.json``, by file name."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((ROOT / "benchmarks").glob("results*.json"))}
+
+
+def _benchmark_files() -> set[str]:
+    return {str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").rglob("*")
+            if "__pycache__" not in p.parts}
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """Runs the smoke benchmark once; returns (json results, dumped params, stdout)."""
+    """Runs the smoke benchmark once, as a user would, without ``--json``.
+
+    Returns the JSON results, the dumped params, stdout, where the JSON was
+    written, the temporary directory the run was given, and the committed
+    results files' hashes and the ``benchmarks/`` listing before and after.
+    """
     out = tmp_path_factory.mktemp("bench")
-    json_path, npz_path = out / "r.json", out / "p.npz"
-    capture = _Capture()
-    with capture:
-        run.main(["--smoke", "--fresh-buffers", "--train-step", "--markdown",
-                  "--json", str(json_path), "--dump-params", str(npz_path)])
+    tmpdir = out / "tmp"
+    tmpdir.mkdir()
+    npz_path = out / "p.npz"
+    before = _committed_results(), _benchmark_files()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--fresh-buffers", "--train-step",
+         "--markdown", "--dump-params", str(npz_path)],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmpdir)},
+        capture_output=True, text=True, timeout=900,
+    )
+    after = _committed_results(), _benchmark_files()
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    match = re.search(r"^wrote the JSON results to (.+?)(?: \(a fresh temporary directory.*)?$",
+                      proc.stdout, re.MULTILINE)
+    assert match, proc.stdout[-3000:]
+    json_path = Path(match[1])
     results = json.loads(json_path.read_text())
     params: dict = collections.defaultdict(dict)  # "tree/opt/lib" -> {leaf path: array}
     with np.load(npz_path) as npz:
         for key in npz.files:
             tree, opt, lib, leaf = key.split("/", 3)
             params[f"{tree}/{opt}/{lib}"][leaf] = npz[key]
-    return results, params, capture.text
+    return {"results": results, "params": params, "stdout": proc.stdout, "json": json_path,
+            "tmpdir": tmpdir, "before": before, "after": after}
 
 
-class _Capture:
-    """Captures stdout (the fixture is module-scoped, so capsys is not available)."""
+def test_a_run_without_json_leaves_the_committed_results_alone(smoke):
+    hashes_before, files_before = smoke["before"]
+    hashes_after, files_after = smoke["after"]
+    assert "results.json" in hashes_before and len(hashes_before) >= 2
+    assert hashes_after == hashes_before
+    assert files_after == files_before  # nothing new under benchmarks/ either
+    path = smoke["json"]
+    assert path.name == "results.json"
+    assert path.parent.parent.resolve() == smoke["tmpdir"].resolve()
+    assert path.parent.name.startswith("gradxform-benchmark-")
+    assert ROOT not in path.resolve().parents
+    assert smoke["results"]["meta"]["smoke"] is True
+    assert "a fresh temporary directory" in smoke["stdout"]
 
-    def __enter__(self):
-        import contextlib
-        import io
 
-        self._buffer = io.StringIO()
-        self._redirect = contextlib.redirect_stdout(self._buffer)
-        self._redirect.__enter__()
-        return self
+def test_json_path_writes_there_and_nowhere_else(tmp_path, capsys):
+    before = _committed_results()
+    path = tmp_path / "new" / "r.json"  # its folder does not exist yet
+    returned = run.main(["--smoke", "--trees", "one_leaf", "--optimizers", "adam",
+                         "--json", str(path)])
+    assert _committed_results() == before
+    written = json.loads(path.read_text())
+    assert written["meta"]["args"]["json"] == str(path)
+    assert [(c["tree"], c["optimizer"]) for c in written["cases"]] == [("one_leaf", "adam")]
+    assert written["total_wall_s"] == pytest.approx(returned["total_wall_s"])
+    stdout = capsys.readouterr().out
+    assert f"wrote the JSON results to {path}\n" in stdout
+    assert "temporary" not in stdout
 
-    def __exit__(self, *exc):
-        self._redirect.__exit__(*exc)
-        self.text = self._buffer.getvalue()
+
+def test_help_says_where_the_results_go(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--json PATH" in text
+    assert "Without --json, the JSON results go to results.json in a fresh temporary directory" \
+        in text
+    assert run.parse_args(["--smoke"]).json is None
 
 
 def _positive_finite(x) -> bool:
@@ -59,7 +122,7 @@ def _positive_finite(x) -> bool:
 
 
 def test_every_case_has_every_library(smoke):
-    results, _, _ = smoke
+    results = smoke["results"]
     cases = {(c["tree"], c["optimizer"]): c for c in results["cases"]}
     assert set(cases) == {(t, o) for t in trees.TREES for o in trees.OPTIMIZERS}
     for (tree, opt), case in cases.items():
@@ -77,7 +140,7 @@ def test_every_case_has_every_library(smoke):
 
 
 def test_train_step_block(smoke):
-    results, _, _ = smoke
+    results = smoke["results"]
     block = results["train_step"]
     for lib in trees.JAX_LIBS:
         assert _positive_finite(block["libraries"][lib]["step_ms"])
@@ -171,7 +234,7 @@ def test_a_torch_stepper_moved_to_fresh_buffers_matches_one_that_was_not(opt):
 
 
 def test_metadata_and_reports(smoke):
-    results, _, stdout = smoke
+    results, stdout = smoke["results"], smoke["stdout"]
     meta = results["meta"]
     for key in ("jax", "optax", "torch", "cpu_count", "platform", "timestamp"):
         assert meta[key] is not None
@@ -190,7 +253,7 @@ def _assert_trees_close(a: dict, b: dict, what: str) -> None:
 @pytest.mark.parametrize("case", [f"{t}/{o}" for t in trees.TREES for o in trees.OPTIMIZERS]
                          + ["train_step/adam"])
 def test_libraries_agree_after_the_timed_steps(smoke, case):
-    _, params, _ = smoke
+    params = smoke["params"]
     _assert_trees_close(params[f"{case}/gradxform"], params[f"{case}/optax"],
                         f"{case}: gradxform vs optax")
     _assert_trees_close(params[f"{case}/gradxform-flat"], params[f"{case}/gradxform"],

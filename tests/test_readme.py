@@ -87,4 +87,4 @@ def test_the_benchmark_table_is_the_committed_run():
             decimals = len(printed.partition(".")[2])
             assert cases[tree, optimizer][column] == pytest.approx(float(printed), abs=0.51 * 10**-decimals), (
                 tree, optimizer, column)
-    assert "python -m benchmarks.run --markdown" in README
+    assert "python -m benchmarks.run --markdown --json benchmarks/results.json" in README
