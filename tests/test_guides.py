@@ -8,6 +8,7 @@ leave files behind.
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,26 @@ def test_guides_hold_executed_code():
         for line, options, code in blocks:
             if is_shown_only(options):
                 assert "jax.distributed" in code, f"{page.name}:{line} is shown but not run"
+
+
+# What a page's code may import beyond the core install (jax, numpy), by the package to install.
+_EXTRA_PACKAGES = {
+    "flax": "flax", "optax": "optax", "keras": "keras", "haiku": "dm-haiku", "equinox": "equinox",
+    "orbax": "orbax-checkpoint", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "torch": "torch",
+}
+_IMPORT = re.compile(r"^\s*(?:import|from)\s+(\w+)", re.M)
+
+
+def test_each_block_says_what_it_needs_beyond_the_core_install():
+    """A block that imports an optional package comes after a "Needs ``package``" line."""
+    for page in PAGES:
+        text = page.read_text()
+        lines = text.splitlines()
+        for line, _, code in python_blocks(text):
+            before = "\n".join(lines[:line])
+            for module in set(_IMPORT.findall(code)) & set(_EXTRA_PACKAGES):
+                assert f"Needs ``{_EXTRA_PACKAGES[module]}``" in before, (
+                    f"{page.name}:{line} imports {module}; say 'Needs ``{_EXTRA_PACKAGES[module]}``' before it")
 
 
 def test_the_block_parser_reads_options_and_indented_bodies():

@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -252,6 +253,13 @@ def test_declared_minimums_install_and_work(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, env=env, timeout=300)
     python = str(_venv_python(env_dir))
 
+    # An editable install writes gradxform.egg-info next to pyproject.toml; install
+    # a copy of the source, so the working tree (on the other tests' sys.path) is untouched.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "gradxform", source / "gradxform", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+
     # Install gradxform with its declared dependencies, holding jax, jaxlib and
     # numpy at their declared minimums: the resolver fails if pyproject's
     # ranges do not admit them.
@@ -259,7 +267,7 @@ def test_declared_minimums_install_and_work(tmp_path):
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in minimums.items()))
     install = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--only-binary=:all:", "--constraint", str(constraints), "--editable", str(REPO)],
+         "--only-binary=:all:", "--constraint", str(constraints), "--editable", str(source)],
         env=env, capture_output=True, text=True, timeout=1800,
     )
     assert install.returncode == 0, install.stdout[-4000:] + install.stderr[-4000:]
@@ -274,7 +282,7 @@ def test_declared_minimums_install_and_work(tmp_path):
     assert result["jax"] == minimums["jax"]
     assert Version(result["jaxlib"]) == Version(minimums["jaxlib"])
     assert Version(result["numpy"]) == Version(minimums["numpy"])
-    assert Path(result["gradxform_file"]).resolve() == REPO / "gradxform" / "__init__.py"
+    assert Path(result["gradxform_file"]).resolve() == source / "gradxform" / "__init__.py"
     assert result["version"] == PROJECT["version"]
     assert result["license"] == PROJECT["license"]
     assert result["license_files"] == PROJECT["license-files"]
