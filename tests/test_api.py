@@ -56,11 +56,12 @@ def _imports(path):
         ("core", ("gradxform.core",)),
         ("transforms", ("gradxform.core",)),
         ("schedules", ("gradxform.core", "gradxform.schedules")),
+        ("optimizers", ("gradxform.core", "gradxform.transforms", "gradxform.optimizers")),
         ("keras", ("gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.keras")),
     ],
 )
 def test_layers_import_only_downward(layer, allowed):
-    for path in (PACKAGE / layer).glob("*.py"):
+    for path in (PACKAGE / layer).rglob("*.py"):
         for module in _imports(path):
             if module.startswith("gradxform"):
                 assert module.startswith(allowed), f"{path.name} imports {module}"
