@@ -81,6 +81,8 @@ def _float(value: float) -> Any:
 
 
 def _array(value: Any, kind: str, path: str) -> dict:
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        raise _cannot(value, path, " (a typed PRNG key: pass jax.random.key_data(key) or an int seed)")
     array = np.asarray(value)
     dtype = array.dtype
     if not (dtype == np.bool_ or jnp.issubdtype(dtype, jnp.integer)

@@ -47,6 +47,56 @@ def _keras_adam_everything():
     )
 
 
+def _not_every_third(step):
+    """Holds steps 0, 3, 6, ...; runs steps 1 and 2, where tests/test_nonfinite.py poisons one."""
+    return step % 3 != 0
+
+
+def _after_first_step(step, **extra_args):
+    return step >= 1
+
+
+def lookahead_on_fast_params(lookahead_tx):
+    """``lookahead_tx`` called as the generic tests call a transformation (their params, their
+    updates): the params are the fast ones, the slow ones ride in the state beside the
+    lookahead state, as a training loop keeps them, and the updates are the fast params'."""
+
+    def init(params):
+        return (lookahead_tx.init(gx.LookaheadParams.init_synced(params)), params)
+
+    def update(updates, state, params=None, **extra_args):
+        inner_state, slow = state
+        both, inner_state = lookahead_tx.update(
+            updates, inner_state, gx.LookaheadParams(fast=params, slow=slow), **extra_args
+        )
+        return both.fast, (inner_state, gx.apply_updates(slow, both.slow))
+
+    tx = gx.GradientTransformation(init, update)
+    tx.inner, tx.call_repr = lookahead_tx, f"lookahead_on_fast_params({lookahead_tx!r})"
+    tx.rebuild = (lookahead_on_fast_params, (lookahead_tx,))
+    return tx
+
+
+def with_loss_value(polyak_tx):
+    """``polyak_tx``, whose update needs the loss as ``value=``, called as the generic tests
+    call a transformation (without it): the value passed is a real loss of the params,
+    ``1 + sum |p|**2 / 2`` (1 for no params)."""
+
+    def loss(params):
+        leaves = [jnp.asarray(p) for p in jax.tree.leaves(params)]
+        squares = [jnp.sum(jnp.abs(p).astype(jnp.float32) ** 2) for p in leaves
+                   if jnp.issubdtype(p.dtype, jnp.inexact)]
+        return 1.0 + 0.5 * sum(squares, jnp.zeros([], jnp.float32))
+
+    def update(updates, state, params=None, **extra_args):
+        return polyak_tx.update(updates, state, params, value=loss(params), **extra_args)
+
+    tx = gx.GradientTransformation(polyak_tx.init, update)
+    tx.inner, tx.call_repr = polyak_tx, f"with_loss_value({polyak_tx!r})"
+    tx.rebuild = (with_loss_value, (polyak_tx,))
+    return tx
+
+
 # What the entries that return a foreign (optax) transformation wrap.
 WRAPPED_BY_FOREIGN = {"to_optax": lambda: gx.chain(gx.clip_by_norm(1.0), gx.adam(1e-3))}
 
@@ -63,6 +113,20 @@ FACTORIES = {
     "scale_by_rms": lambda: gx.scale_by_rms(),
     "scale_by_rms_debiased": lambda: gx.scale_by_rms(bias_correction=True, eps_in_sqrt=False),
     "scale_by_stddev": lambda: gx.scale_by_stddev(),
+    # Factored second moments and SM3: the defaults factor no leaf of the test trees;
+    # min_dim_size_to_factor=1 factors every leaf with two dimensions of size >= 1.
+    "scale_by_factored_rms": lambda: gx.scale_by_factored_rms(),
+    "scale_by_factored_rms_factoring": lambda: gx.scale_by_factored_rms(
+        decay_rate=0.5, step_offset=1, min_dim_size_to_factor=1, epsilon=1e-20
+    ),
+    "scale_by_sm3": lambda: gx.scale_by_sm3(),
+    "scale_by_sm3_decaying": lambda: gx.scale_by_sm3(b1=0.5, b2=0.99, eps=1e-6),
+    "adafactor": lambda: gx.adafactor(),
+    "adafactor_everything": lambda: gx.adafactor(
+        _decaying, min_dim_size_to_factor=1, decay_offset=1, momentum=0.9,
+        dtype_momentum=jnp.bfloat16, weight_decay_rate=1e-3, weight_decay_mask=_matrices_only,
+    ),
+    "sm3": lambda: gx.sm3(0.1),
     "trace": lambda: gx.trace(0.9),
     "trace_nesterov": lambda: gx.trace(0.9, nesterov=True),
     "ema": lambda: gx.ema(0.9),
@@ -91,6 +155,59 @@ FACTORIES = {
     "adamw": lambda: gx.adamw(1e-3, weight_decay=1e-2, mask=_prefix_mask),
     "rmsprop": lambda: gx.rmsprop(1e-3),
     "rmsprop_centered_momentum": lambda: gx.rmsprop(1e-3, centered=True, momentum=0.9),
+    "scale_by_belief": lambda: gx.scale_by_belief(),
+    "scale_by_belief_nesterov": lambda: gx.scale_by_belief(eps=1e-8, eps_root=0.0, nesterov=True),
+    "scale_by_yogi": lambda: gx.scale_by_yogi(),
+    "scale_by_yogi_options": lambda: gx.scale_by_yogi(
+        b1=0.5, b2=0.99, eps=1e-4, eps_root=1e-8, initial_accumulator_value=1e-3
+    ),
+    "scale_by_radam": lambda: gx.scale_by_radam(),
+    "scale_by_radam_nesterov": lambda: gx.scale_by_radam(b2=0.9, threshold=4.0, nesterov=True),
+    "scale_by_adamax": lambda: gx.scale_by_adamax(),
+    "scale_by_novograd": lambda: gx.scale_by_novograd(),
+    "scale_by_novograd_decay_bf16_mu": lambda: gx.scale_by_novograd(
+        b1=0.5, b2=0.9, eps_root=1e-8, weight_decay=1e-2, mu_dtype=jnp.bfloat16
+    ),
+    "adabelief": lambda: gx.adabelief(1e-3),
+    "adamax": lambda: gx.adamax(_decaying),
+    "adamaxw": lambda: gx.adamaxw(2e-3, weight_decay=1e-2, mask=_matrices_only),
+    "amsgrad": lambda: gx.amsgrad(1e-3, bias_correction_mu=False),
+    "nadam": lambda: gx.nadam(1e-3),
+    "nadamw": lambda: gx.nadamw(1e-3, weight_decay=1e-2, mask=_prefix_mask),
+    "radam": lambda: gx.radam(1e-3),
+    "yogi": lambda: gx.yogi(1e-2),
+    "novograd": lambda: gx.novograd(1e-2, weight_decay=1e-3),
+    "inject_radam": lambda: gx.inject_hyperparams(gx.radam)(1e-3, b2=0.99, nesterov=True),
+    "inject_novograd": lambda: gx.inject_hyperparams(gx.novograd)(1e-2, weight_decay=1e-3),
+    "scale_by_sign": lambda: gx.scale_by_sign(),
+    "scale_by_lion": lambda: gx.scale_by_lion(),
+    "scale_by_lion_smooth_bf16_mu": lambda: gx.scale_by_lion(
+        b1=0.5, b2=0.9, mu_dtype=jnp.bfloat16, mode="smooth", smooth_beta=2.0
+    ),
+    "scale_by_lion_refined": lambda: gx.scale_by_lion(b1=1.0, mode="refined"),
+    "lion": lambda: gx.lion(1e-3),
+    "lion_schedule_mask": lambda: gx.lion(_decaying, weight_decay=_decaying, mask=_matrices_only),
+    "sign_sgd": lambda: gx.sign_sgd(_decaying),
+    "signum": lambda: gx.signum(1e-3),
+    "signum_f32_accumulator": lambda: gx.signum(1e-3, beta=0.5, accumulator_dtype=jnp.float32),
+    "inject_lion": lambda: gx.inject_hyperparams(gx.lion)(1e-3, b1=0.8, weight_decay=1e-2),
+    "scale_by_trust_ratio": lambda: gx.scale_by_trust_ratio(),
+    "scale_by_trust_ratio_options": lambda: gx.scale_by_trust_ratio(
+        min_norm=0.5, trust_coefficient=0.02, eps=1e-3
+    ),
+    "scale_by_param_block_norm": lambda: gx.scale_by_param_block_norm(),
+    "scale_by_param_block_rms": lambda: gx.scale_by_param_block_rms(min_scale=0.5),
+    "clip_by_block_rms": lambda: gx.clip_by_block_rms(0.5),
+    "adaptive_grad_clip": lambda: gx.adaptive_grad_clip(0.05),
+    "adaptive_grad_clip_eps": lambda: gx.adaptive_grad_clip(0.1, eps=0.5),
+    "lamb": lambda: gx.lamb(1e-3, weight_decay=1e-2, mask=_matrices_only),
+    "lars": lambda: gx.lars(0.1),
+    "lars_masks": lambda: gx.lars(
+        _decaying, weight_decay=1e-2, weight_decay_mask=_matrices_only,
+        trust_ratio_mask=["kernel", "bias"], momentum=0.8, nesterov=True,
+    ),
+    "fromage": lambda: gx.fromage(0.01),
+    "fromage_schedule": lambda: gx.fromage(_decaying, min_norm=1e-3),
     "scale_by_adam_eps_hat": lambda: gx.scale_by_adam(eps_hat=True),
     "scale_by_amsgrad_eps_hat": lambda: gx.scale_by_amsgrad(eps_hat=True),
     "add_decayed_weights_exclude": lambda: gx.add_decayed_weights(1e-2, exclude=["bias", "^pair"]),
@@ -135,6 +252,53 @@ FACTORIES = {
     "record_global_norm": lambda: gx.chain(
         gx.record_global_norm(), gx.clip_by_global_norm(1.0), gx.sgd(0.1)
     ),
+    "snapshot": lambda: gx.chain(
+        gx.sgd(0.1, momentum=0.9), gx.snapshot("norm", gx.tree_global_norm),
+        gx.clip_by_global_norm(1.0),
+    ),
+    "monitor": lambda: gx.chain(
+        gx.monitor({"norm": gx.tree_global_norm, "grad_ema": gx.ema(0.9)}), gx.adam(1e-3)
+    ),
+    "lookahead": lambda: lookahead_on_fast_params(
+        gx.lookahead(gx.adam(1e-3), sync_period=3, slow_step_size=0.5)
+    ),
+    "lookahead_reset": lambda: lookahead_on_fast_params(
+        # No step count in the inner state: a reset count is not a saturating one (test_counters).
+        gx.lookahead(gx.chain(gx.trace(0.9, nesterov=True), gx.scale(-0.1)), 2, 0.8, reset_state=True)
+    ),
+    "conditionally_transform": lambda: gx.conditionally_transform(gx.adam(1e-3), _not_every_third),
+    "conditionally_mask": lambda: gx.conditionally_mask(gx.sgd(0.1, momentum=0.9), _not_every_third),
+    "conditionally_mask_extra_args": lambda: gx.conditionally_mask(
+        gx.adam(1e-3), _after_first_step, forward_extra_args=True
+    ),
+    "add_noise": lambda: gx.add_noise(0.01, 0.55, key=0),
+    "add_noise_seed": lambda: gx.add_noise(0.1, 1.0, seed=3),
+    "noisy_sgd": lambda: gx.noisy_sgd(_decaying, key=1),
+    "inject_noisy_sgd": lambda: gx.inject_hyperparams(gx.noisy_sgd)(0.1, eta=0.05, gamma=0.6, key=2),
+    "centralize": lambda: gx.chain(gx.centralize(), gx.sgd(0.1, momentum=0.9)),
+    # After the moments: a NaN it zeroes stays visible in them (tests/test_nonfinite.py).
+    "zero_nans": lambda: gx.chain(gx.adam(1e-3), gx.zero_nans()),
+    "keep_params_nonnegative": lambda: gx.chain(
+        gx.sgd(0.5, momentum=0.9), gx.keep_params_nonnegative()),
+    "apply_every": lambda: gx.apply_every(3),
+    "apply_every_1": lambda: gx.chain(gx.apply_every(), gx.sgd(0.1)),
+    "scale_by_adadelta": lambda: gx.scale_by_adadelta(),
+    "adadelta": lambda: gx.adadelta(
+        1.0, rho=0.95, eps=1e-5, weight_decay=1e-2, weight_decay_mask=_matrices_only
+    ),
+    "scale_by_adan": lambda: gx.scale_by_adan(),
+    "adan": lambda: gx.adan(_decaying, b3=0.9, weight_decay=1e-2, mask=_prefix_mask),
+    "scale_by_rprop": lambda: gx.scale_by_rprop(0.1),
+    "rprop": lambda: gx.rprop(
+        0.01, eta_minus=0.3, eta_plus=1.5, min_step_size=1e-3, max_step_size=1.0
+    ),
+    "scale_by_optimistic_gradient": lambda: gx.scale_by_optimistic_gradient(0.5, 2.0),
+    "optimistic_gradient_descent": lambda: gx.optimistic_gradient_descent(_decaying),
+    "optimistic_adam": lambda: gx.optimistic_adam(1e-2, optimism=0.5),
+    "scale_by_polyak": lambda: with_loss_value(gx.scale_by_polyak()),
+    "polyak_sgd": lambda: with_loss_value(gx.polyak_sgd(
+        max_learning_rate=0.5, scaling=_decaying, f_min=0.5, eps=1e-3, variant="sps+"
+    )),
     "keras_adam": lambda: gx.keras.adam(1e-3),
     "keras_adam_everything": _keras_adam_everything,
     "keras_adagrad_everything": lambda: gx.keras.loss_scale_optimizer(

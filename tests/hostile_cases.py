@@ -94,6 +94,13 @@ KERAS_GAS = [(1, ValueError), (-2, ValueError), (True, ValueError), (2**31, Valu
              (2.5, TypeError), (2.0, TypeError), ("2", TypeError)]
 KERAS_EMA_FREQUENCY = [(0, ValueError), (-1, ValueError), (True, ValueError), (2.0, ValueError),
                        (2**31, ValueError), ("2", TypeError), (ARRAY2, TypeError)]
+# A random key: an int seed in [-2**63, 2**63), a jax.random.key or a PRNGKey (None: seed 0).
+SEED = [("0", TypeError), (1.5, TypeError), (True, TypeError), ([0], TypeError),
+        (0.5 + 0.1j, TypeError), (2**63, ValueError), (-(2**63) - 1, ValueError)]
+KEY = SEED + [(ARRAY2, TypeError), (jnp.ones(3, jnp.uint32), TypeError)]
+# A step count that may also be a 0-d integer array.
+STEP_ARRAYS = [(jnp.float32(1.0), TypeError), (jnp.ones(2, jnp.int32), TypeError),
+         (np.bool_(True), TypeError), (jnp.int32(-1), ValueError)]
 
 
 def _keras_base(**own):
@@ -128,7 +135,40 @@ _PIECEWISE_BAD = [
     ({10: NAN}, ValueError), ({-1: 0.5}, ValueError), ({2.5: 0.5}, TypeError),
 ]
 
+# Adam's family (transforms/adam_variants.py, transforms/novograd.py, optimizers/adam_family.py).
+_MOMENTS = dict(b1=rate(), b2=rate(), eps=non_negative())
+_BELIEF = dict(_MOMENTS, eps_root=non_negative(), nesterov=BOOL)
+# r_t is real only for rho_t >= 4, so the threshold must be at least 4.
+_RADAM = dict(_BELIEF, threshold=real() + [(3.9, ValueError), (0.0, ValueError), (-5.0, ValueError)])
+# A number, as optax's transform needs: a schedule is not one.
+_NOVOGRAD = dict(b1=rate(allow_one=True), b2=rate(), eps=non_negative(), eps_root=non_negative(),
+                 weight_decay=non_negative() + [(CONST, TypeError)])
+_ADAM_FAMILY_SPECS = {
+    "scale_by_belief": (gx.scale_by_belief, {}, _BELIEF),
+    "scale_by_yogi": (gx.scale_by_yogi, {},
+                      dict(_MOMENTS, eps_root=non_negative(), initial_accumulator_value=positive())),
+    "scale_by_radam": (gx.scale_by_radam, {}, _RADAM),
+    "scale_by_adamax": (gx.scale_by_adamax, {}, _MOMENTS),
+    "scale_by_novograd": (gx.scale_by_novograd, {}, dict(_NOVOGRAD, mu_dtype=DTYPE)),
+    "adabelief": (gx.adabelief, dict(learning_rate=0.1), dict(_BELIEF, learning_rate=LEARNING_RATE)),
+    "adamax": (gx.adamax, dict(learning_rate=0.1), dict(_MOMENTS, learning_rate=LEARNING_RATE)),
+    "adamaxw": (gx.adamaxw, dict(learning_rate=0.1),
+                dict(_MOMENTS, learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, mask=MASK)),
+    "amsgrad": (gx.amsgrad, dict(learning_rate=0.1),
+                dict(_ADAM, learning_rate=LEARNING_RATE, bias_correction_mu=BOOL,
+                     bias_correction_nu=BOOL)),
+    "nadam": (gx.nadam, dict(learning_rate=0.1),
+              dict(_ADAM, learning_rate=LEARNING_RATE, nesterov=BOOL)),
+    "nadamw": (gx.nadamw, dict(learning_rate=0.1),
+               dict(_ADAM, learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, mask=MASK,
+                    nesterov=BOOL)),
+    "radam": (gx.radam, dict(learning_rate=0.1), dict(_RADAM, learning_rate=LEARNING_RATE)),
+    "yogi": (gx.yogi, dict(learning_rate=0.1), dict(_MOMENTS, learning_rate=LEARNING_RATE)),
+    "novograd": (gx.novograd, dict(learning_rate=0.1), dict(_NOVOGRAD, learning_rate=LEARNING_RATE)),
+}
+
 SPECS = {
+    **_ADAM_FAMILY_SPECS,
     "accumulate_gradients": (gx.accumulate_gradients, dict(inner=SGD, every_k=2),
                              dict(inner=TX, every_k=count(), accumulator_dtype=DTYPE)),
     "adagrad": (gx.adagrad, dict(learning_rate=0.1),
@@ -141,12 +181,41 @@ SPECS = {
                    nesterov=BOOL, **_ADAM)),
     "add_decayed_weights": (gx.add_decayed_weights, {},
                             dict(weight_decay=WEIGHT_DECAY, mask=MASK, exclude=PATTERNS)),
+    "add_noise": (gx.add_noise, dict(eta=0.01, gamma=0.55),
+                  dict(eta=non_negative(), gamma=non_negative(), key=KEY, seed=SEED)),
+    "apply_every": (gx.apply_every, {}, dict(k=count())),
     "apply_if_finite": (gx.apply_if_finite, dict(inner=SGD, max_consecutive_errors=3),
                         dict(inner=TX, max_consecutive_errors=count(0))),
     "chain": (gx.chain, {}, dict(transforms=TX)),
     "clip": (gx.clip, {}, dict(max_delta=positive())),
     "clip_by_global_norm": (gx.clip_by_global_norm, {}, dict(max_norm=positive())),
     "clip_by_norm": (gx.clip_by_norm, {}, dict(max_norm=positive())),
+    # Trust ratios and per-block norms (transforms/trust_ratio.py, transforms/block_clipping.py,
+    # optimizers/trust_ratio.py).
+    "scale_by_trust_ratio": (gx.scale_by_trust_ratio, {},
+                             dict(min_norm=non_negative(), trust_coefficient=non_negative(),
+                                  eps=non_negative())),
+    "scale_by_param_block_norm": (gx.scale_by_param_block_norm, {}, dict(min_scale=non_negative())),
+    "scale_by_param_block_rms": (gx.scale_by_param_block_rms, {}, dict(min_scale=non_negative())),
+    "clip_by_block_rms": (gx.clip_by_block_rms, {}, dict(threshold=positive())),
+    "adaptive_grad_clip": (
+        gx.adaptive_grad_clip, dict(clipping=0.1),
+        dict(clipping=non_negative(), eps=non_negative(),
+             axis=[("0", TypeError), (1.5, TypeError), (True, TypeError), ([0], TypeError),
+                   ((0, "1"), TypeError), ((0, 0), ValueError), ((1, -2, 1), ValueError)])),
+    "lamb": (gx.lamb, dict(learning_rate=0.1),
+             dict(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, mask=MASK,
+                  **{k: v for k, v in _ADAM.items() if k != "mu_dtype"})),
+    "lars": (gx.lars, dict(learning_rate=0.1),
+             dict(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, weight_decay_mask=MASK,
+                  trust_coefficient=non_negative(), eps=non_negative(), trust_ratio_mask=MASK,
+                  momentum=rate(allow_one=True), nesterov=BOOL)),
+    # Fromage computes eta / sqrt(1 + eta**2): None is no learning rate there.
+    "fromage": (gx.fromage, dict(learning_rate=0.1),
+                dict(learning_rate=non_negative(), min_norm=non_negative())),
+    **{name: (getattr(gx, name), dict(inner=SGD, should_transform_fn=lambda step: step >= 0),
+              dict(inner=TX, should_transform_fn=CALLABLE + _none(False), forward_extra_args=BOOL))
+       for name in ("conditionally_mask", "conditionally_transform")},
     "decoupled_weight_decay": (
         gx.decoupled_weight_decay, dict(weight_decay=0.1, learning_rate=0.1),
         dict(weight_decay=WEIGHT_DECAY, learning_rate=WEIGHT_DECAY, mask=MASK, exclude=PATTERNS)),
@@ -178,6 +247,51 @@ SPECS = {
         dict(inner_factory=CALLABLE, hyperparam_dtype=DTYPE,
              static_args=[(7, TypeError), ([1], TypeError), (("beta",), ValueError),
                           ("beta", ValueError)])),
+    "lion": (gx.lion, dict(learning_rate=0.1),
+             dict(learning_rate=LEARNING_RATE, b1=rate(allow_one=True), b2=rate(allow_one=True),
+                  mu_dtype=DTYPE, weight_decay=WEIGHT_DECAY, mask=MASK)),
+    "lookahead": (gx.lookahead, dict(fast_optimizer=SGD, sync_period=2, slow_step_size=0.5),
+                  dict(fast_optimizer=TX, sync_period=count(), slow_step_size=rate(allow_one=True),
+                       reset_state=BOOL)),
+    # A measure is a function or a transformation, by str name.
+    "monitor": (gx.monitor, {},
+                dict(measures=[(3, TypeError), (None, TypeError), ([gx.tree_global_norm], TypeError),
+                               ({1: gx.tree_global_norm}, TypeError), ({"norm": 3}, TypeError),
+                               ({"norm": "f"}, TypeError), ({"norm": None}, TypeError)])),
+    # Own scaling rules (transforms/{adadelta,adan,rprop,optimistic,polyak}.py, optimizers/rules.py).
+    # Rprop: eta_minus in (0, 1], eta_plus >= 1, max_step_size >= min_step_size (1e-6 by default).
+    **{name: (getattr(gx, name), dict(learning_rate=0.1),
+              dict(learning_rate=positive(),
+                   eta_minus=real() + [(0.0, ValueError), (-0.5, ValueError), (1.5, ValueError),
+                                       (1e-50, ValueError)],
+                   eta_plus=real() + [(0.5, ValueError), (-1.0, ValueError)],
+                   min_step_size=non_negative(), max_step_size=positive() + [(1e-7, ValueError)]))
+       for name in ("scale_by_rprop", "rprop")},
+    **{name: (getattr(gx, name), {},
+              dict(f_min=real(), max_learning_rate=non_negative(), eps=non_negative(),
+                   variant=[("sps-", ValueError), ("SPS", ValueError), (3, TypeError),
+                            (None, TypeError), (b"sps", TypeError)],
+                   **({"scaling": non_negative()} if name == "polyak_sgd" else {})))
+       for name in ("scale_by_polyak", "polyak_sgd")},
+    "scale_by_adadelta": (gx.scale_by_adadelta, {}, dict(rho=rate(allow_one=True), eps=positive())),
+    "adadelta": (gx.adadelta, {},
+                 dict(learning_rate=LEARNING_RATE, rho=rate(allow_one=True), eps=positive(),
+                      weight_decay=WEIGHT_DECAY, weight_decay_mask=MASK)),
+    "scale_by_adan": (gx.scale_by_adan, {},
+                      dict(b1=rate(), b2=rate(), b3=rate(), eps=non_negative(),
+                           eps_root=non_negative())),
+    "adan": (gx.adan, dict(learning_rate=0.1),
+             dict(learning_rate=LEARNING_RATE, b1=rate(), b2=rate(), b3=rate(),
+                  eps=non_negative(), eps_root=non_negative(), weight_decay=WEIGHT_DECAY,
+                  mask=MASK)),
+    "scale_by_optimistic_gradient": (gx.scale_by_optimistic_gradient, {},
+                                     dict(alpha=real(), beta=real())),
+    "optimistic_gradient_descent": (gx.optimistic_gradient_descent, dict(learning_rate=0.1),
+                                    dict(learning_rate=LEARNING_RATE, alpha=real(), beta=real())),
+    # The learning rate is the optimistic transform's alpha: a number, never a schedule.
+    "optimistic_adam": (gx.optimistic_adam, dict(learning_rate=0.1),
+                        dict(learning_rate=non_negative() + [(CONST, TypeError)],
+                             optimism=real(True), nesterov=BOOL, **_ADAM)),
     "masked": (gx.masked, dict(inner=SGD, mask={"w": True}), dict(inner=TX, mask=MASK)),
     "multi_steps": (gx.multi_steps, dict(inner=SGD, every_k_schedule=2),
                     dict(inner=TX, every_k_schedule=count(), use_grad_mean=BOOL,
@@ -185,6 +299,18 @@ SPECS = {
     "MultiSteps": (gx.MultiSteps, dict(opt=SGD, every_k_schedule=2),
                    dict(opt=TX, every_k_schedule=count(), use_grad_mean=BOOL,
                         should_skip_update_fn=CALLABLE, accumulator_dtype=DTYPE)),
+    "incremental_update": (
+        gx.incremental_update, dict(new_tensors={"w": ARRAY2}, old_tensors={"w": ARRAY2},
+                                    step_size=0.5),
+        dict(step_size=rate(allow_one=True))),
+    "noisy_sgd": (gx.noisy_sgd, dict(learning_rate=0.1),
+                  dict(learning_rate=LEARNING_RATE, eta=non_negative(), gamma=non_negative(),
+                       key=KEY, seed=SEED)),
+    "periodic_update": (
+        gx.periodic_update, dict(new_tensors={"w": ARRAY2}, old_tensors={"w": ARRAY2}, steps=0,
+                                 update_period=2),
+        dict(steps=count(0) + STEP_ARRAYS,
+             update_period=count() + STEP_ARRAYS + [(jnp.int32(0), ValueError)])),
     "named_chain": (gx.named_chain, {},
                     dict(transforms=[(("b", 3), TypeError), ((3, SGD), TypeError),
                                      (3, TypeError), (("b",), TypeError)])),
@@ -214,15 +340,44 @@ SPECS = {
                               eps_hat=BOOL, **_ADAM)),
     "scale_by_learning_rate": (gx.scale_by_learning_rate, dict(learning_rate=0.1),
                                dict(learning_rate=LEARNING_RATE, flip_sign=BOOL)),
+    "scale_by_lion": (gx.scale_by_lion, {},
+                      dict(b1=rate(allow_one=True), b2=rate(allow_one=True), mu_dtype=DTYPE,
+                           mode=[("soft", ValueError), ("HARD", ValueError), ("", ValueError),
+                                 (3, TypeError), (None, TypeError), (["hard"], TypeError),
+                                 (b"hard", TypeError)],
+                           smooth_beta=positive())),
     "scale_by_rms": (gx.scale_by_rms, {}, _RMS),
     "scale_by_schedule": (gx.scale_by_schedule, {}, dict(step_size_fn=CALLABLE + _none(False))),
     "scale_by_stddev": (gx.scale_by_stddev, {}, _RMS),
+    # Factored second moments and SM3 (transforms/factored.py, sm3.py, optimizers/factored.py).
+    "scale_by_factored_rms": (gx.scale_by_factored_rms, {},
+                              dict(factored=BOOL, decay_rate=non_negative(), step_offset=count(0),
+                                   min_dim_size_to_factor=count(), epsilon=positive(),
+                                   decay_rate_fn=CALLABLE + _none(False))),
+    "adafactor_decay_rate": (gx.adafactor_decay_rate, dict(step=3),
+                             dict(step=count(0), exponent=non_negative())),
+    "adafactor": (gx.adafactor, {},
+                  dict(learning_rate=LEARNING_RATE, min_dim_size_to_factor=count(),
+                       decay_rate=non_negative(), decay_offset=count(0),
+                       multiply_by_parameter_scale=BOOL, clipping_threshold=positive(True),
+                       momentum=rate(True, allow_one=True), dtype_momentum=DTYPE,
+                       weight_decay_rate=non_negative(True), eps=positive(), factored=BOOL,
+                       weight_decay_mask=MASK)),
+    "scale_by_sm3": (gx.scale_by_sm3, {},
+                     dict(b1=rate(), b2=rate(allow_one=True), eps=non_negative())),
+    "sm3": (gx.sm3, dict(learning_rate=0.1), dict(learning_rate=LEARNING_RATE, momentum=rate())),
     "scale_loss": (gx.scale_loss, dict(loss=1.0, opt_state=()),
                    dict(loss=[("1.0", TypeError), (True, TypeError), (1 + 2j, TypeError),
                               (None, TypeError), (3, TypeError)])),
     "sgd": (gx.sgd, dict(learning_rate=0.1),
             dict(learning_rate=LEARNING_RATE, momentum=rate(True, allow_one=True),
                  nesterov=BOOL, accumulator_dtype=DTYPE)),
+    "sign_sgd": (gx.sign_sgd, dict(learning_rate=0.1), dict(learning_rate=LEARNING_RATE)),
+    "signum": (gx.signum, dict(learning_rate=0.1),
+               dict(learning_rate=LEARNING_RATE, beta=rate(allow_one=True),
+                    accumulator_dtype=DTYPE)),
+    "snapshot": (gx.snapshot, dict(measure_name="norm", measure=gx.tree_global_norm),
+                 dict(measure_name=NAME + _none(False), measure=CALLABLE + _none(False))),
     "skip_large_updates": (
         gx.skip_large_updates,
         dict(updates={"w": ARRAY2}, gradient_step=0, params=None, max_squared_norm=1.0),
@@ -333,6 +488,17 @@ SPECS = {
     "schedules.warmup_constant_schedule": (
         S.warmup_constant_schedule, dict(init_value=0.0, peak_value=1.0, warmup_steps=4),
         dict(init_value=real(), peak_value=real(), warmup_steps=count())),
+    "schedules.piecewise_interpolate_schedule": (
+        S.piecewise_interpolate_schedule, dict(interpolate_type="linear", init_value=1.0),
+        dict(interpolate_type=[(3, TypeError), (None, TypeError), (b"linear", TypeError),
+                               ("quadratic", ValueError), ("Linear", ValueError)],
+             init_value=real(), boundaries_and_scales=_PIECEWISE_BAD)),
+    "schedules.warmup_exponential_decay_schedule": (
+        S.warmup_exponential_decay_schedule,
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=2, transition_steps=10, decay_rate=0.5),
+        dict(init_value=real(), peak_value=real(), warmup_steps=count(0), transition_steps=count(),
+             decay_rate=positive(), transition_begin=count(0), staircase=BOOL,
+             end_value=real(True))),
     "schedules.warmup_cosine_decay_schedule": (
         S.warmup_cosine_decay_schedule,
         dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10),
@@ -361,8 +527,16 @@ EXEMPT = {
     ("tree_set", "filtering"): "positional-only, as optax's; tests/core/test_inspection.py",
     ("GradientTransformation", "init"): "a plain NamedTuple (core/base.py); chain etc. check it",
     ("GradientTransformation", "update"): "a plain NamedTuple (core/base.py); chain etc. check it",
+    ("LookaheadParams", "fast"): "a NamedTuple of two params trees; lookahead's update checks them",
+    ("LookaheadParams", "slow"): "a NamedTuple of two params trees; lookahead's update checks them",
     ("FlatTree", "buffers"): "the pytree constructor JAX unflattens with; flat_tree builds one",
     ("FlatTree", "layout"): "the pytree constructor JAX unflattens with; flat_tree builds one",
+    ("ApplyEvery", "count"): "a plain NamedTuple (apply_every's state, optax's name)",
+    ("ApplyEvery", "grad_acc"): "a plain NamedTuple (apply_every's state, optax's name)",
+    **{(name, arg): "any pytree of arrays; the two trees' structures are checked "
+                    "(tests/test_tree_updates.py)"
+       for name in ("incremental_update", "periodic_update")
+       for arg in ("new_tensors", "old_tensors")},
 }
 
 

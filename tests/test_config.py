@@ -554,3 +554,10 @@ def test_dumps_json_without_nan_literals():
     tx = gx.scale_by_learning_rate(S.constant_schedule(jnp.asarray([math.nan, math.inf])))
     text = json.dumps(to_config(tx), allow_nan=False)
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_a_typed_prng_key_is_named_and_raw_key_data_round_trips():
+    with pytest.raises(TypeError, match=r"(?s)to_config: cannot serialize .* at add_noise\.key \(a typed PRNG key"):
+        gx.to_config(gx.add_noise(0.01, 0.55, key=jax.random.key(0)))
+    tx = gx.add_noise(0.01, 0.55, key=jax.random.key_data(jax.random.key(3)))
+    assert repr(gx.from_config(json.loads(json.dumps(gx.to_config(tx))))) == repr(tx)

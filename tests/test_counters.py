@@ -64,7 +64,12 @@ def _grads(scale):
     return jax.tree.map(lambda p: scale * (p + 1.0), _PARAMS)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# apply_every keeps optax's field name ``count`` for its position in the window
+# (counted modulo k); tests/transforms/test_periodic.py covers it at k = 2**31 - 1.
+WINDOW_NAMED_COUNT = {"apply_every", "apply_every_1"}
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - WINDOW_NAMED_COUNT))
 def test_step_counters_saturate_at_int32_max(name):
     outputs, state = _run(name, [_grads(scale) for scale in (0.5, -1.0, 2.0, 0.1, -3.0, 1.0)])
     counters = _monotonic_values(state)

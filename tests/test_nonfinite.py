@@ -37,7 +37,8 @@ NaN (a non-finite value). Finite updates together with a finite state after
 consuming a NaN would be a silent corruption, and is a bug. The exceptions are
 by design and listed in `IGNORES_GRADIENT` (``set_to_zero`` never reads the
 gradient) and `SATURATES_INF` (elementwise ``clip`` maps ±inf to ±max_delta, as
-``optax.clip``; NaN still propagates). Where optax has the same
+``optax.clip``, and the sign rules, ``scale_by_sign`` and ``scale_by_rprop``, read
+only its sign, as optax's; NaN still propagates). Where optax has the same
 transformation, the NaN and inf pattern of the updates and of every moment
 (``mu``, ``nu``, ``nu_max``, ``trace``, ``ema``, ``sum_of_squares``) after the
 poisoned step equals optax's, element by element, on the same inputs.
@@ -329,7 +330,8 @@ SKIPS_BY_DESIGN = {
 # Never reads the gradient: -0.0 updates and no state, whatever the gradient holds.
 IGNORES_GRADIENT = {"set_to_zero"}
 # Elementwise clipping first: ±inf becomes ±max_delta, a legitimate finite value (optax.clip too).
-SATURATES_INF = {"clip": 0.5, "named_chain": 1.0}
+SATURATES_INF = {"clip": 0.5, "named_chain": 1.0, "scale_by_sign": 1.0, "sign_sgd": 1.0,
+                 "scale_by_rprop": 1.0, "rprop": 1.0}
 
 MOMENT_FIELDS = ("mu", "nu", "nu_max", "trace", "ema", "sum_of_squares")
 

@@ -34,7 +34,8 @@ _PASS_THROUGH = {"identity", "set_to_zero", "stateless", "stateless_with_tree_ma
 _SHAPE_BLIND = _PASS_THROUGH | {
     "scale", "scale_by_learning_rate", "scale_by_learning_rate_schedule", "scale_by_schedule",
     "clip", "clip_by_norm", "clip_by_global_norm", "static_loss_scale", "named_chain", "sgd",
-    "record_global_norm",
+    "record_global_norm", "scale_by_sign", "sign_sgd",
+    "add_noise", "add_noise_seed", "noisy_sgd", "inject_noisy_sgd",
 }
 
 

@@ -205,6 +205,32 @@ def bias_correction(decay: Any, count: jax.Array, dtype: Any = jnp.float32) -> j
     return (1 - hyperparameter(decay, dtype) ** count.astype(dtype)).astype(dtype)
 
 
+def nesterov_debiased(decay: Any, moment_: jax.Array, value: jax.Array, correction: jax.Array,
+                      next_correction: jax.Array) -> jax.Array:
+    """NAdam's debiased first moment ``decay * m / (1 - decay**(t+1)) + (1 - decay) * g / (1 - decay**t)``.
+
+    ``correction`` and ``next_correction`` are `bias_correction` at ``t`` and
+    ``t + 1``; ``moment_`` and ``value`` share one compute dtype.
+    """
+    dtype = moment_.dtype
+    decay = hyperparameter(decay, dtype)
+    return decay * (moment_ / next_correction.astype(dtype)) + (1 - decay) * (
+        value / correction.astype(dtype)
+    )
+
+
+def root_scaled(numerator: jax.Array, nu_hat: jax.Array, eps: Any, eps_root: Any) -> jax.Array:
+    """Adam's step ``numerator / (sqrt(nu_hat + eps_root) + eps)``, in ``numerator``'s dtype.
+
+    ``nu_hat`` is real (the compute dtype's real counterpart); ``eps`` and
+    ``eps_root`` are Python numbers or scalar arrays (injected values).
+    """
+    real = nu_hat.dtype
+    root = lax.sqrt(lax.add(nu_hat, operand(eps_root, real)))
+    denominator = lax.add(root, operand(eps, real))
+    return lax.div(numerator, lax.convert_element_type(denominator, numerator.dtype))
+
+
 def per_dtype(compute: Any) -> Any:
     """``compute(dtype)`` memoised per dtype: one bias correction per compute dtype in a tree."""
     results: dict = {}

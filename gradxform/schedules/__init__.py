@@ -22,6 +22,10 @@ from gradxform.schedules.keras import (
     PolynomialDecay,
 )
 from gradxform.schedules.micro_steps import AtLastMicroStep
+from gradxform.schedules.piecewise import (
+    piecewise_interpolate_schedule,
+    warmup_exponential_decay_schedule,
+)
 from gradxform.schedules.standard import (
     constant_schedule,
     cosine_decay_schedule,
@@ -48,8 +52,10 @@ __all__ = [
     "linear_onecycle_schedule",
     "linear_schedule",
     "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
     "polynomial_schedule",
     "sgdr_schedule",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
 ]

@@ -27,7 +27,10 @@
 * `finalize_params`, `tree_get`, `state_shardings`, `to_optax` and
   ``optax.apply_updates`` accept FlatTrees.
 * Errors: a non-callable ``keep``, ``ravel`` of another structure or of a
-  wrong leaf, a mask of traced bools, a wrong gradient buffer.
+  wrong leaf, a mask of traced bools, a wrong gradient buffer. The factories
+  that need each leaf's shape (``NEEDS_LEAF_SHAPES``: factored second moments,
+  SM3) are left out above and refuse a FlatTree, as params and as updates,
+  with a `TypeError` naming them and pointing to the per-leaf tree.
 * Regressions: masks on a FlatTree of a tree with ``None`` entries, and
   ``clip_by_norm`` checking a buffer's length.
 * Structure: a jitted ``adam`` update on a FlatTree compiles to the same HLO
@@ -291,7 +294,16 @@ ALSO_ALL_BUFFERED = [
     "decoupled_weight_decay", "freeze", "masked_nested", "masked_patterns", "partition",
     "partition_by_patterns",
 ]
-CASES = [(name, "kept") for name in NAMES] + [(name, "buffers") for name in ALSO_ALL_BUFFERED]
+# These reduce each leaf over its own axes (factored second moments, SM3's per-axis
+# accumulators) and need the leaves' shapes, which a flat buffer does not keep: they
+# refuse a FlatTree with a TypeError naming them and pointing to the per-leaf tree
+# (test_transforms_that_need_leaf_shapes_refuse_a_flat_tree).
+NEEDS_LEAF_SHAPES = {
+    "adafactor", "adafactor_everything", "scale_by_factored_rms", "scale_by_factored_rms_factoring",
+    "scale_by_sm3", "scale_by_sm3_decaying", "sm3",
+}
+CASES = [(name, "kept") for name in NAMES if name not in NEEDS_LEAF_SHAPES] + [
+    (name, "buffers") for name in ALSO_ALL_BUFFERED]
 # Their inner states cover a partly selected buffer whole (per leaf: the selected leaves only).
 STATE_LAYOUT_DIFFERS = {"masked_nested", "masked_patterns", "partition", "partition_by_patterns"}
 _TOLERANCE = {
@@ -721,6 +733,20 @@ def test_to_optax_and_optax_apply_updates_with_a_flat_tree():
 
 
 # --- errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_LEAF_SHAPES))
+def test_transforms_that_need_leaf_shapes_refuse_a_flat_tree(name):
+    assert name in FACTORIES
+    tx, params = FACTORIES[name](), _mixed(0)
+    flat = gx.flat_tree(params, keep=KEEP["kept"])
+    owner = r"(scale_by_factored_rms|scale_by_sm3)"
+    with pytest.raises(TypeError, match=owner + r": got a gx.flat_tree buffer as params, .*needs "
+                                        r"the leaf's shape.*Use the per-leaf tree"):
+        tx.init(flat)
+    with pytest.raises(TypeError, match=r"\w+: got a gx.flat_tree buffer as updates, .*"
+                                        + owner + r".*Use the per-leaf tree"):
+        _jit(tx.update)(flat.ravel(_gradients()[0]), tx.init(params), params)
 
 
 @pytest.mark.parametrize("keep", [3, "x", {"embedding": True}])

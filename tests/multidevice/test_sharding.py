@@ -35,6 +35,13 @@ from tests.factories import FACTORIES, NAMES
 STEPS = 3
 # Transforms whose updates are (partly) constant zeros, made from no input.
 CONSTANT_UPDATES = {"freeze", "set_to_zero"}
+# Statistics reduced over some axes of a leaf (factored second moments, SM3's per-axis
+# accumulators) are sharded like that leaf without those axes, not replicated; their
+# exact shardings are checked in tests/transforms/test_factored.py and test_sm3.py.
+REDUCED_STATISTICS = {
+    "adafactor_everything", "scale_by_factored_rms_factoring", "scale_by_sm3",
+    "scale_by_sm3_decaying", "sm3",
+}
 
 
 def _param_for(state_path, state_leaf, params):
@@ -70,8 +77,8 @@ def test_eager_init_shards_state_like_params_and_state_shardings_agrees(name):
         if param is not None:
             _assert_equivalent(leaf.sharding, param.sharding, leaf.ndim, where)
             _assert_equivalent(sharding, param.sharding, leaf.ndim, where)
-        else:
-            assert sharding == NamedSharding(mesh, P()), where
+        elif name not in REDUCED_STATISTICS:  # replicated (a (1,) leaf's spec may be P(None))
+            _assert_equivalent(sharding, NamedSharding(mesh, P()), leaf.ndim, where)
         if leaf.ndim:
             _assert_equivalent(leaf.sharding, sharding, leaf.ndim, where)
 
