@@ -336,3 +336,18 @@ def constructors_covered(value) -> set:
     if isinstance(value, dict):
         return set().union(*(constructors_covered(part) for part in value.values()))
     return set()
+
+
+def representative(names) -> list:
+    """Fewest entries, taken in order, that together build every constructor ``names`` build.
+
+    The costliest sweeps (an 8-device compile per entry) run these; the others
+    run every entry.
+    """
+    chosen, covered = [], set()
+    for name in sorted(names, key=lambda n: (-len(constructors_covered(FACTORIES[n]())), n)):
+        new = constructors_covered(FACTORIES[name]()) - covered
+        if new:
+            chosen.append(name)
+            covered |= new
+    return sorted(chosen)

@@ -18,7 +18,9 @@ def test_the_multidevice_suite_passes_on_8_cpu_devices():
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/multidevice", "-q", "-p", "no:cacheprovider"],
+        # Spread its tests, not its files, over the workers: test_sharding.py holds most of them.
+        [sys.executable, "-m", "pytest", "tests/multidevice", "-q", "-p", "no:cacheprovider",
+         "--dist", "load"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
     )
     report = result.stdout[-20000:] + result.stderr[-5000:]

@@ -59,6 +59,15 @@ def _strong(measurement: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), measurement)
 
 
+def _on_params(measure: Any, params: Any) -> Any:
+    """``measure(params)``; for abstract params (``jax.ShapeDtypeStruct`` leaves, as an
+    Orbax restore target is built), zeros of the measurement's shape and dtype."""
+    if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(params)):
+        abstract = jax.eval_shape(measure, params)
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
+    return measure(params)
+
+
 def _keep_layout(owner: str, name: str, measurement: Any, previous: Any) -> Any:
     """``measurement`` in the structure, shapes and dtypes of ``previous`` (the state's), or raises.
 
@@ -116,7 +125,7 @@ def snapshot(measure_name: str, measure: Callable[[Updates], Any]) -> GradientTr
         raise TypeError(f"{owner}: measure must be callable, got {measure!r}")
 
     def init_fn(params):
-        return SnapshotState(measurement={measure_name: _strong(measure(params))})
+        return SnapshotState(measurement={measure_name: _strong(_on_params(measure, params))})
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -212,7 +221,10 @@ def monitor(measures: dict[str, Any]) -> GradientTransformation:
         measurements = {}
         for name, measure_state in zip(names, measure_states):
             try:
-                value = measure_once(name, measure_state, params, params, {})[0]
+                # Measured as a gradient of the params would be: integer leaves have none.
+                trainable = jax.tree.map(lambda x: x if tree.is_trainable(x) else None, params)
+                value = _on_params(
+                    lambda p, n=name, s=measure_state: measure_once(n, s, p, p, {})[0], trainable)
             except (TypeError, ValueError) as error:
                 raise type(error)(
                     f"{owner}: init could not measure {name!r} on the params: {error}. init "

@@ -30,7 +30,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import gradxform as gx
 from tests.helpers import assert_trees_bitwise_equal
 from tests.multidevice.meshes import host_tree, make_mesh, on_mesh, on_one_device, shardings
-from tests.factories import FACTORIES, NAMES
+from tests.factories import FACTORIES, NAMES, representative
 
 STEPS = 3
 # Transforms whose updates are (partly) constant zeros, made from no input.
@@ -83,7 +83,11 @@ def test_eager_init_shards_state_like_params_and_state_shardings_agrees(name):
             _assert_equivalent(leaf.sharding, sharding, leaf.ndim, where)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# An 8-device compile per entry: the entries that together build every constructor.
+COMPILED = representative(NAMES)
+
+
+@pytest.mark.parametrize("name", COMPILED)
 def test_jit_init_with_derived_out_shardings_equals_eager_init(name):
     mesh = make_mesh()
     params = on_mesh(host_tree(0), mesh)
@@ -129,7 +133,7 @@ def _assert_state_close(state, want_state):
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_sharded_update_equals_one_device_and_gathers_nothing(name, axis_type):
     mesh = make_mesh(axis_type)
     tx = FACTORIES[name]()
