@@ -93,7 +93,7 @@ COMPILE_REPEATS = {"one_leaf": 3, "transformer": 2, "many_leaves": 1, "train_ste
 # run keeps the two that the flat-path ratios need (optax's adam update and train
 # step); --full adds the per-leaf parity cases, whose HLO is optax's own.
 FULL_ONLY = ("many_leaves/adam/gradxform", "train_step/adam/gradxform") + tuple(
-    f"many_leaves/{opt}/{lib}" for opt in ("adagrad", "clip_adamw")
+    f"many_leaves/{opt}/{lib}" for opt in ("adagrad", "clip_adamw") + trees.CATALOGUE
     for lib in ("gradxform", "optax"))
 
 
@@ -110,8 +110,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "temporary directory, printed at the end; e.g. --json "
                         "benchmarks/results.json to update the committed file)")
     p.add_argument("--trees", nargs="+", choices=trees.TREES, default=list(trees.TREES))
-    p.add_argument("--optimizers", nargs="+", choices=trees.OPTIMIZERS,
-                   default=list(trees.OPTIMIZERS))
+    p.add_argument("--optimizers", nargs="+", choices=trees.OPTIMIZERS + trees.CATALOGUE,
+                   default=list(trees.OPTIMIZERS),
+                   help="default: %(default)s; also lion, adafactor, lamb (the committed "
+                        "results_catalogue.json)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps for every case")
     p.add_argument("--full", action="store_true",
                    help="also the per-leaf 5,000-leaf cases (adds about 20 minutes on 2 cores)")
@@ -170,8 +172,11 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
                             "bytes_model": pair.bytes_note, "libraries": {}}
     libs, contenders = case["libraries"], {}
     for lib in JAX_LIBS:
-        if f"{tree}/{opt}/{lib}" in cfg["skip"]:
-            libs[lib] = {"skipped": cfg["skip"][f"{tree}/{opt}/{lib}"]}
+        reason = cfg["skip"].get(f"{tree}/{opt}/{lib}")
+        if lib == "gradxform-flat" and pair.flat_path is not None:
+            reason = pair.flat_path
+        if reason is not None:
+            libs[lib] = {"skipped": reason}
             print(f"skipped {tree}/{opt}/{lib} ({libs[lib]['skipped']})")
             continue
         t0 = time.perf_counter()
@@ -189,7 +194,7 @@ def run_case(tree: str, opt: str, params_np: Any, grads_np: Any, cfg: dict,
             libs[AGAIN] = {"note": "optax's executable again, on its own buffers (A/A control)"}
         contenders[lib] = measure.JaxStepper(compiled, *s["args"])
         contenders[lib].final = s["final"]
-    if cfg["torch"]:
+    if cfg["torch"] and pair.torch is not None:
         flat_p, flat_g = jax.tree.leaves(params_np), jax.tree.leaves(grads_np)
         for lib, options in TORCH_LIBS.items():
             try:

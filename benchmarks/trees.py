@@ -99,9 +99,10 @@ class OptimizerPair(NamedTuple):
 
     gradxform: Callable[[], Any]
     optax: Callable[[], Any]
-    torch: Callable[[list, dict], Any]  # (tensors, options) -> (optimizer, pre_step)
+    torch: Callable[[list, dict], Any] | None  # (tensors, options) -> (optimizer, pre_step)
     bytes_per_param: int
     bytes_note: str
+    flat_path: str | None = None  # why gradxform-flat cannot run it; None: it can
 
 
 def _torch_pair(kind: str) -> Callable[[list, dict], Any]:
@@ -146,7 +147,21 @@ def optimizers() -> dict[str, OptimizerPair]:
                                 optax.adamw(1e-3, weight_decay=1e-4)),
             _torch_pair("clip_adamw"),
             32, "adam's 28 plus one read of g for the global norm"),
+        # torch.optim has no Lion or LAMB, and its Adafactor is another variant of the rule.
+        "lion": OptimizerPair(
+            lambda: gx.lion(1e-4), lambda: optax.lion(1e-4), None,
+            20, "read p, g, m; write p, m"),
+        "adafactor": OptimizerPair(
+            lambda: gx.adafactor(1e-2), lambda: optax.adafactor(1e-2), None,
+            20, "read p, g, v; write p, v (a vector leaf; a factored matrix moves 12: "
+                "read p, g; write p)",
+            flat_path="a factored second moment needs each leaf's 2-D shape"),
+        "lamb": OptimizerPair(
+            lambda: gx.lamb(1e-3), lambda: optax.lamb(1e-3), None,
+            28, "adam's 28 (read p, g, m, v; write p, m, v)"),
     }
 
 
+# The default run; CATALOGUE runs with --optimizers lion adafactor lamb.
 OPTIMIZERS = ("adam", "adagrad", "clip_adamw")
+CATALOGUE = ("lion", "adafactor", "lamb")

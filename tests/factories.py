@@ -1,11 +1,15 @@
 """One zero-argument factory per public transformation, optimizer, wrapper and preset.
 
-The property, sharding, non-finite and reproducibility tests run every entry.
+The property, sharding, non-finite and reproducibility tests run these entries:
+the cheap checks every entry, the costly per-entry sweeps the entries `sweep`
+picks (every constructor at least once; ``GRADXFORM_FULL_SWEEP=1`` picks all).
 Each entry works on any parameter tree (masks and labels are callables or name
 patterns, never a fixed tree), so that hypothesis can draw the trees.
 `constructors_covered` lists the public constructors an entry exercises;
 ``tests/test_properties.py`` checks that together they cover every public one.
 """
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +36,27 @@ def _prefix_mask(params):
 
 def _by_rank(params):
     return jax.tree.map(lambda x: "adam" if x.ndim >= 2 else "sgd", params)
+
+
+def _muon_dimension_numbers(params):
+    """Muon's matrices: each leaf of rank >= 2, its last axis the output, the others reduced."""
+    return jax.tree.map(lambda p: gx.MuonDimensionNumbers(tuple(range(len(p.shape) - 1)), -1)
+                        if len(p.shape) >= 2 else None, params)
+
+
+def _slow_decay(count):
+    """A b3 schedule for AdEMAMix: rises from 0.5 towards 0.999."""
+    return 0.999 - 0.499 / (1.0 + count.astype(jnp.float32))
+
+
+def _alpha_warmup(count):
+    """An alpha schedule for AdEMAMix: 0 at step 0, 5 from step 10 on."""
+    return 5.0 * jnp.minimum(count.astype(jnp.float32) / 10.0, 1.0)
+
+
+def _adopt_clip(count):
+    """An ADOPT clipping bound: 1 + sqrt(t)."""
+    return 1.0 + jnp.sqrt(count.astype(jnp.float32))
 
 
 def _doubled(updates, params):
@@ -94,6 +119,79 @@ def with_loss_value(polyak_tx):
     tx = gx.GradientTransformation(polyak_tx.init, update)
     tx.inner, tx.call_repr = polyak_tx, f"with_loss_value({polyak_tx!r})"
     tx.rebuild = (with_loss_value, (polyak_tx,))
+    return tx
+
+
+def _gradient_of_half_squares(params, index):
+    """``grad_fn`` for `with_grad_fn`: the gradient of ``sum p**2 / 2`` at ``params`` (``p``)."""
+    del index
+    return jax.tree.map(
+        lambda p: p if jnp.issubdtype(jnp.asarray(p).dtype, jnp.inexact) else None, params)
+
+
+def with_grad_fn(sam_tx):
+    """``sam_tx`` in opaque mode, whose update needs ``grad_fn=``, called as the generic tests
+    call a transformation (without it): ``grad_fn`` is the gradient of ``sum p**2 / 2``."""
+
+    def update(updates, state, params=None, **extra_args):
+        return sam_tx.update(updates, state, params, grad_fn=_gradient_of_half_squares,
+                             **extra_args)
+
+    tx = gx.GradientTransformation(sam_tx.init, update)
+    tx.inner, tx.call_repr = sam_tx, f"with_grad_fn({sam_tx!r})"
+    tx.rebuild = (with_grad_fn, (sam_tx,))
+    return tx
+
+
+def half_squares(params):
+    """The objective `with_objective` supplies: ``1 + sum |p|**2 / 2`` over the float leaves,
+    summed leaf by leaf also on a `gx.flat_tree` (a line search's interpolation magnifies a
+    last-bit difference in the value: tests/core/test_flat.py compares the two layouts)."""
+    if isinstance(params, gx.FlatTree):
+        params = params.unravel()
+    squares = [jnp.sum(jnp.abs(p).astype(jnp.float32) ** 2) for p in jax.tree.leaves(params)
+               if jnp.issubdtype(jnp.asarray(p).dtype, jnp.inexact)]
+    return 1.0 + 0.5 * sum(squares, jnp.zeros([], jnp.float32))
+
+
+def with_objective(linesearch_tx):
+    """``linesearch_tx``, whose update needs the objective (``value=``, ``grad=``,
+    ``value_fn=``), called as the generic tests call a transformation (without it): the
+    objective is `half_squares`, its value and gradient taken at the params."""
+
+    def update(updates, state, params=None, **extra_args):
+        value, grad = jax.value_and_grad(half_squares)(params)
+        return linesearch_tx.update(updates, state, params, value=value, grad=grad,
+                                    value_fn=half_squares, **extra_args)
+
+    tx = gx.GradientTransformation(linesearch_tx.init, update)
+    tx.inner, tx.call_repr = linesearch_tx, f"with_objective({linesearch_tx!r})"
+    tx.rebuild = (with_objective, (linesearch_tx,))
+    return tx
+
+
+def quartic_objective(params):
+    """The ``obj_fn`` `with_obj_fn` supplies: ``sum q / 2 + q**2 / 12`` with ``q = |p|**2``
+    over the float leaves (a complex entry as two reals); its Hessian diagonal varies."""
+    total = jnp.zeros([], jnp.float32)
+    for p in jax.tree.leaves(params):
+        p = jnp.asarray(p)
+        if jnp.issubdtype(p.dtype, jnp.inexact):
+            q = jnp.real(p).astype(jnp.float32) ** 2 + jnp.imag(p).astype(jnp.float32) ** 2
+            total = total + jnp.sum(0.5 * q + q * q / 12)
+    return total
+
+
+def with_obj_fn(sophia_tx):
+    """``sophia_tx``, whose update needs ``obj_fn=`` (a function of the params), called as the
+    generic tests call a transformation (without it): ``obj_fn`` is `quartic_objective`."""
+
+    def update(updates, state, params=None, **extra_args):
+        return sophia_tx.update(updates, state, params, obj_fn=quartic_objective, **extra_args)
+
+    tx = gx.GradientTransformation(sophia_tx.init, update)
+    tx.inner, tx.call_repr = sophia_tx, f"with_obj_fn({sophia_tx!r})"
+    tx.rebuild = (with_obj_fn, (sophia_tx,))
     return tx
 
 
@@ -299,6 +397,102 @@ FACTORIES = {
     "polyak_sgd": lambda: with_loss_value(gx.polyak_sgd(
         max_learning_rate=0.5, scaling=_decaying, f_min=0.5, eps=1e-3, variant="sps+"
     )),
+    # Muon and optax.contrib's adaptive methods (transforms/{orthogonalize,shape_scaling,
+    # adopt,ademamix,madgrad}.py, optimizers/{muon,contrib_adaptive}.py). Alone, Muon's
+    # transforms are masked to the leaves they treat as matrices, and followed by a learning
+    # rate as in use: the iteration magnifies a last-bit difference (a sharded program's) to
+    # about 3e-7 of its order-1 output.
+    "scale_by_muon": lambda: gx.masked(
+        gx.chain(gx.scale_by_muon(), gx.scale_by_learning_rate(0.02)), _matrices_only),
+    "scale_by_muon_options": lambda: gx.masked(gx.chain(
+        gx.scale_by_muon("dion", beta=0.9, eps=1e-6, mu_dtype=jnp.bfloat16, nesterov=False,
+                         adaptive=True, preconditioning="aol",
+                         weight_dimension_numbers=_muon_dimension_numbers),
+        gx.scale_by_shape(_muon_dimension_numbers, consistent_rms=0.2),
+        gx.scale_by_learning_rate(_decaying),
+    ), _matrices_only),
+    "muon": lambda: gx.muon(1e-3),
+    "muon_everything": lambda: gx.muon(
+        _decaying, ns_steps=3, weight_decay=1e-2, weight_decay_mask=["kernel"],
+        preconditioning="schatten", adam_b1=0.8, adam_b2=0.99, adam_eps_root=1e-8,
+        adam_weight_decay=_decaying, adam_learning_rate=1e-3,
+        muon_weight_dimension_numbers=_muon_dimension_numbers, consistent_rms=0.2,
+    ),
+    "scale_by_adopt_no_clipping": lambda: gx.scale_by_adopt(b2=0.5, nesterov=True,
+                                                            use_clipping=False),
+    "adopt": lambda: gx.adopt(1e-3),
+    "adopt_options": lambda: gx.adopt(_decaying, b1=0.8, b2=0.99, eps=1e-4,
+                                      mu_dtype=jnp.bfloat16, clip_value_fn=_adopt_clip),
+    "scale_by_ademamix": lambda: gx.scale_by_ademamix(),
+    "ademamix": lambda: gx.ademamix(1e-3, b3=_slow_decay, alpha=_alpha_warmup,
+                                    mu_dtype=jnp.bfloat16, weight_decay=1e-2, mask=_matrices_only),
+    "scale_by_simplified_ademamix": lambda: gx.scale_by_simplified_ademamix(),
+    "simplified_ademamix": lambda: gx.simplified_ademamix(
+        _decaying, b1=0.9, alpha=_alpha_warmup, eps_root=1e-8, weight_decay=1e-2,
+        mask=_prefix_mask),
+    "scale_by_madgrad": lambda: gx.scale_by_madgrad(0.01),
+    "madgrad": lambda: gx.madgrad(_decaying, momentum=0.5, weight_decay=1e-2, eps=1e-4),
+    # Schedule-free, SAM, reduce-on-plateau (transforms/{schedule_free,sam,plateau}.py).
+    "schedule_free": lambda: gx.schedule_free(gx.adam(1e-2, b1=0.0), learning_rate=1e-2),
+    "schedule_free_options": lambda: gx.schedule_free(
+        gx.sgd(_decaying), _decaying, b1=0.5, weight_lr_power=1.0, state_dtype=jnp.float32
+    ),
+    "schedule_free_adamw": lambda: gx.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=1e-3),
+    "schedule_free_sgd": lambda: gx.schedule_free_sgd(0.1, b1=0.8, weight_decay=1e-3),
+    "inject_schedule_free_adamw": lambda: gx.inject_hyperparams(gx.schedule_free_adamw)(
+        1e-2, b1=0.8, b2=0.99, weight_decay=1e-3
+    ),
+    # No step count in the reset adversarial state: a reset count is not a saturating one.
+    "sam": lambda: gx.sam(gx.adam(1e-3), gx.chain(gx.normalize(), gx.scale(-0.05))),
+    "sam_options": lambda: gx.sam(
+        gx.sgd(0.1, momentum=0.9), gx.chain(gx.normalize(), gx.adam(1e-3)), sync_period=3,
+        reset_state=False,
+    ),
+    "sam_opaque": lambda: with_grad_fn(gx.sam(
+        gx.adam(1e-3), gx.chain(gx.normalize(), gx.scale(-0.05)), sync_period=3, opaque_mode=True
+    )),
+    "reduce_on_plateau": lambda: with_loss_value(gx.reduce_on_plateau()),
+    # The loss of fixed params never improves: the scale drops on every other check.
+    "reduce_on_plateau_options": lambda: with_loss_value(gx.chain(gx.adam(1e-3), gx.reduce_on_plateau(
+        factor=0.5, patience=1, rtol=0.0, atol=1e-3, cooldown=1, accumulation_size=2,
+        min_scale=0.2,
+    ))),
+    # Parameter-free step sizes and Sophia (transforms/{prodigy,dog,mechanic,cocob,sophia}.py,
+    # optimizers/parameter_free.py).
+    "scale_by_prodigy": lambda: gx.scale_by_prodigy(),
+    "prodigy": lambda: gx.prodigy(0.5, betas=(0.8, 0.99), beta3=0.9, weight_decay=1e-2,
+                                  safeguard_warmup=True),
+    "inject_prodigy": lambda: gx.inject_hyperparams(gx.prodigy)(learning_rate=_decaying),
+    "scale_by_dog": lambda: gx.scale_by_dog(("heuristic", 1e-6)),
+    "dog": lambda: gx.dog(1.0),
+    "dog_distance": lambda: gx.dog(_decaying, init_step=("distance", 1e-3), weight_decay=1e-3,
+                                   mask=_matrices_only),
+    "scale_by_dowg": lambda: gx.scale_by_dowg(),
+    "dowg": lambda: gx.dowg(1.0, init_estim_sq_dist=1e-4, weight_decay=1e-3, mask=_matrices_only),
+    "scale_by_distance_over_gradients": lambda: gx.scale_by_distance_over_gradients(),
+    "scale_by_distance_over_gradients_options": lambda: gx.scale_by_distance_over_gradients(
+        reps_rel=1e-3, eps=1e-6, global_scale=0.5),
+    "mechanize_adam": lambda: gx.mechanize(gx.adam(1e-3)),
+    "mechanize_sgd": lambda: gx.mechanize(gx.sgd(0.1, momentum=0.9), weight_decay=0.0, num_betas=3),
+    "scale_by_cocob": lambda: gx.scale_by_cocob(),
+    "cocob": lambda: gx.cocob(1.0, alpha=50.0, weight_decay=1e-3, mask=_matrices_only),
+    "scale_by_sophia": lambda: with_obj_fn(gx.scale_by_sophia(update_interval=2)),
+    "sophia": lambda: with_obj_fn(gx.sophia(
+        1e-3, update_interval=1, weight_decay_mask=_matrices_only, mu_dtype=jnp.bfloat16,
+        hessian_diagonal_fn=gx.hutchinson_estimator_diag_hessian(1))),
+    # L-BFGS and line searches (transforms/{lbfgs,zoom_linesearch,backtracking_linesearch}.py,
+    # optimizers/lbfgs.py): the generic tests' updates are random directions, often uphill.
+    "scale_by_lbfgs": lambda: gx.scale_by_lbfgs(memory_size=3, scale_init_precond=False),
+    "scale_by_backtracking_linesearch": lambda: with_objective(gx.scale_by_backtracking_linesearch(
+        8, slope_rtol=1e-3, decrease_factor=0.5, increase_factor=2.0, max_learning_rate=0.5,
+        atol=1e-6, rtol=1e-4, store_grad=True,
+    )),
+    "scale_by_zoom_linesearch": lambda: with_objective(gx.scale_by_zoom_linesearch(
+        8, max_learning_rate=2.0, tol=1e-6, increase_factor=1.5, slope_rtol=1e-3, curv_rtol=0.5,
+        approx_dec_rtol=None, stepsize_precision=1e-3, initial_guess_strategy="one",
+    )),
+    # The default line search; compiling L-BFGS with a zoom search takes seconds, so one entry.
+    "lbfgs": lambda: with_objective(gx.lbfgs()),
     "keras_adam": lambda: gx.keras.adam(1e-3),
     "keras_adam_everything": _keras_adam_everything,
     "keras_adagrad_everything": lambda: gx.keras.loss_scale_optimizer(
@@ -351,3 +545,16 @@ def representative(names) -> list:
             chosen.append(name)
             covered |= new
     return sorted(chosen)
+
+
+FULL_SWEEP = os.environ.get("GRADXFORM_FULL_SWEEP") == "1"
+
+
+def sweep(names) -> list:
+    """The entries of ``names`` a costly per-entry sweep runs.
+
+    By default `representative` ones, so that every constructor is swept and
+    the suite stays short; with ``GRADXFORM_FULL_SWEEP=1`` in the environment,
+    every entry.
+    """
+    return sorted(names) if FULL_SWEEP else representative(names)

@@ -130,6 +130,10 @@ _ONECYCLE = dict(transition_steps=count(), peak_value=real(),
                  div_factor=positive(), final_div_factor=positive())
 # Scales are kept in float32's normal range, where 1/s is normal too: [2**-126, 2**126].
 _SCALE_OUT_OF_RANGE = [(1e-40, ValueError), (2.0**127, ValueError)]
+# Schedule-free (its b1 in (0, 1]) and a state of it for schedule_free_eval_params.
+_SF_B1 = real() + [(0.0, ValueError), (-0.1, ValueError), (1.01, ValueError), (1e-50, ValueError),
+                   (1e-40, ValueError)]
+_SF_STATE = gx.schedule_free(SGD, 0.1).init({"w": ARRAY2})
 _PIECEWISE_BAD = [
     (3, TypeError), ([(10, 0.5)], TypeError), ({10: -0.5}, ValueError), ({10: "x"}, TypeError),
     ({10: NAN}, ValueError), ({-1: 0.5}, ValueError), ({2.5: 0.5}, TypeError),
@@ -143,6 +147,43 @@ _RADAM = dict(_BELIEF, threshold=real() + [(3.9, ValueError), (0.0, ValueError),
 # A number, as optax's transform needs: a schedule is not one.
 _NOVOGRAD = dict(b1=rate(allow_one=True), b2=rate(), eps=non_negative(), eps_root=non_negative(),
                  weight_decay=non_negative() + [(CONST, TypeError)])
+# Parameter-free methods: Prodigy's (beta1, beta2) pair, DoG's (kind, value) start, Sophia.
+_PRODIGY = dict(
+    learning_rate=non_negative(),
+    betas=[(0.9, TypeError), ((0.9,), TypeError), (None, TypeError), (("0.9", 0.999), TypeError),
+           ((0.9, 1.0), ValueError), ((-0.1, 0.999), ValueError), ((0.9, NAN), ValueError)],
+    beta3=rate(True, allow_one=True), eps=non_negative(), estim_lr0=positive(),
+    estim_lr_coef=non_negative(), weight_decay=non_negative(), safeguard_warmup=BOOL)
+_INIT_STEP = [(None, TypeError), ("heuristic", TypeError), (("heuristic",), TypeError),
+              ((1e-6, "heuristic"), TypeError), (("guess", 1e-6), ValueError),
+              (("heuristic", 0.0), ValueError), (("distance", -1.0), ValueError),
+              (("learning_rate", NAN), ValueError), (("distance", "1"), TypeError),
+              (("heuristic", 1e39), ValueError)]
+_SOPHIA = dict(b1=rate(), b2=rate(), eps=positive(), gamma=non_negative(),
+               clip_threshold=positive(True), update_interval=count(), hessian_diagonal_fn=TX,
+               mu_dtype=DTYPE, verbose=BOOL, print_win_rate_every_n_steps=count(0))
+# Muon (transforms/{orthogonalize,shape_scaling}.py, optimizers/muon.py): coefficients are a
+# triple or at most ns_steps (5) of them, or a preset's name; dimension numbers a
+# MuonDimensionNumbers, a tree of them, or a callable.
+_NS_COEFFS = [(3, TypeError), (True, TypeError), (None, TypeError), (("a", "b", "c"), TypeError),
+              ("quintic", ValueError), ((1.0, 2.0), ValueError), ((1.0, 2.0, NAN), ValueError),
+              ((1.0, 2.0, 1e39), ValueError), (((1.0, 2.0, 3.0),) * 6, ValueError)]
+_PRECONDITIONING = [("svd", ValueError), ("Frobenius", ValueError), (3, TypeError),
+                    (None, TypeError), (b"aol", TypeError)]
+_DIMENSION_NUMBERS = [(3, TypeError), ("x", TypeError), ({"w": (0, 1)}, TypeError),
+                      ({"w": True}, TypeError), (gx.MuonDimensionNumbers(0, 0), ValueError),
+                      (gx.MuonDimensionNumbers((0, 0), 1), ValueError),
+                      (gx.MuonDimensionNumbers("0", 1), TypeError),
+                      (gx.MuonDimensionNumbers(True, 1), TypeError)]
+_MUON = dict(ns_coeffs=_NS_COEFFS, ns_steps=count(0), beta=rate(), eps=positive(), mu_dtype=DTYPE,
+             nesterov=BOOL, adaptive=BOOL, preconditioning=_PRECONDITIONING)
+# ADOPT, AdEMAMix, MADGRAD (transforms/{adopt,ademamix,madgrad}.py, optimizers/contrib_adaptive.py).
+_ADOPT = dict(b1=rate(allow_one=True), b2=rate(allow_one=True), eps=positive(), mu_dtype=DTYPE,
+              nesterov=BOOL, use_clipping=BOOL, clip_value_fn=CALLABLE + _none(False))
+_ADEMAMIX = dict(b1=rate(), b2=rate(), b3=rate(allow_one=True), alpha=real(),
+                 eps=non_negative(), eps_root=non_negative(), mu_dtype=DTYPE)
+_SIMPLIFIED_ADEMAMIX = dict(b1=rate(allow_one=True), b2=rate(), alpha=real(), eps=non_negative(),
+                            eps_root=non_negative())
 _ADAM_FAMILY_SPECS = {
     "scale_by_belief": (gx.scale_by_belief, {}, _BELIEF),
     "scale_by_yogi": (gx.scale_by_yogi, {},
@@ -253,6 +294,35 @@ SPECS = {
     "lookahead": (gx.lookahead, dict(fast_optimizer=SGD, sync_period=2, slow_step_size=0.5),
                   dict(fast_optimizer=TX, sync_period=count(), slow_step_size=rate(allow_one=True),
                        reset_state=BOOL)),
+    # Schedule-free, SAM, reduce-on-plateau (transforms/{schedule_free,sam,plateau}.py,
+    # optimizers/schedule_free.py). Schedule-free's b1 is in (0, 1]: x is recovered dividing by it.
+    **{name: (getattr(gx, name), base,
+              dict(own, learning_rate=non_negative(), b1=_SF_B1, weight_lr_power=non_negative(),
+                   state_dtype=DTYPE))
+       for name, base, own in (
+           ("schedule_free", dict(base_optimizer=SGD, learning_rate=0.1), dict(base_optimizer=TX)),
+           ("schedule_free_sgd", {},
+            dict(warmup_steps=count(optional=True), weight_decay=non_negative(True))),
+           ("schedule_free_adamw", {},
+            dict(warmup_steps=count(optional=True), b2=rate(), eps=non_negative(),
+                 weight_decay=non_negative())))},
+    "schedule_free_eval_params": (
+        gx.schedule_free_eval_params, dict(state=_SF_STATE, params={"w": ARRAY2}),
+        dict(state=[(3, TypeError), (None, TypeError), ("z", TypeError),
+                    (SGD.init({"w": ARRAY2}), TypeError), ((_SF_STATE, _SF_STATE), TypeError)],
+             params=[({"v": ARRAY2}, ValueError), (ARRAY2, ValueError), (None, ValueError),
+                     ({"w": jnp.ones(3)}, ValueError), ([ARRAY2], ValueError)])),
+    "sam": (gx.sam, dict(optimizer=SGD, adv_optimizer=SGD),
+            dict(optimizer=TX, adv_optimizer=TX, sync_period=count(), reset_state=BOOL,
+                 opaque_mode=BOOL, batch_axis_name=NAME)),
+    # rtol = 0 with the default atol = 0: no improvement could ever count.
+    "reduce_on_plateau": (
+        gx.reduce_on_plateau, {},
+        dict(factor=real() + [(0.0, ValueError), (1.0, ValueError), (-0.5, ValueError),
+                              (1.5, ValueError), (0.99999999, ValueError), (1e-50, ValueError)],
+             patience=count(), rtol=real() + [(-0.1, ValueError), (1.01, ValueError), (0.0, ValueError)],
+             atol=non_negative(), cooldown=count(0), accumulation_size=count(),
+             min_scale=real() + [(-0.1, ValueError), (1.01, ValueError)])),
     # A measure is a function or a transformation, by str name.
     "monitor": (gx.monitor, {},
                 dict(measures=[(3, TypeError), (None, TypeError), ([gx.tree_global_norm], TypeError),
@@ -273,6 +343,58 @@ SPECS = {
                             (None, TypeError), (b"sps", TypeError)],
                    **({"scaling": non_negative()} if name == "polyak_sgd" else {})))
        for name in ("scale_by_polyak", "polyak_sgd")},
+    # L-BFGS and line searches (transforms/{lbfgs,zoom_linesearch,backtracking_linesearch}.py,
+    # optimizers/lbfgs.py, objective.py). inf is a valid increase_factor (backtracking: start
+    # at the largest step) and curv_rtol (zoom: no curvature condition), as optax documents.
+    "scale_by_lbfgs": (gx.scale_by_lbfgs, {}, dict(memory_size=count(), scale_init_precond=BOOL)),
+    "lbfgs": (gx.lbfgs, {},
+              dict(learning_rate=LEARNING_RATE, memory_size=count(), scale_init_precond=BOOL,
+                   linesearch=[case for case in TX if case[0] is not None])),
+    "scale_by_backtracking_linesearch": (
+        gx.scale_by_backtracking_linesearch, dict(max_backtracking_steps=10),
+        dict(max_backtracking_steps=count(0), slope_rtol=rate(),
+             decrease_factor=rate() + [(0.0, ValueError), (1e-40, ValueError)],
+             increase_factor=[case for case in real() if case[0] is not INF]
+             + [(0.5, ValueError), (-1.0, ValueError)],
+             max_learning_rate=positive(), atol=non_negative(), rtol=non_negative(),
+             store_grad=BOOL, verbose=BOOL)),
+    "scale_by_zoom_linesearch": (
+        gx.scale_by_zoom_linesearch, dict(max_linesearch_steps=10),
+        dict(max_linesearch_steps=count(), max_learning_rate=positive(True), tol=non_negative(),
+             increase_factor=real() + [(0.5, ValueError), (0.0, ValueError)], slope_rtol=rate(),
+             curv_rtol=[case for case in real() if case[0] is not INF] + NEGATIVE,
+             approx_dec_rtol=non_negative(True), stepsize_precision=non_negative(),
+             initial_guess_strategy=[("two", ValueError), ("ONE", ValueError), (3, TypeError),
+                                     (None, TypeError), (b"one", TypeError)],
+             verbose=BOOL)),
+    "value_and_grad_from_state": (gx.value_and_grad_from_state, {},
+                                  dict(value_fn=CALLABLE + _none(False))),
+    # Parameter-free methods (transforms/{prodigy,dog,mechanic,cocob,sophia}.py,
+    # optimizers/parameter_free.py). Prodigy's learning rate multiplies its estimate: no None.
+    **{name: (getattr(gx, name), {}, _PRODIGY) for name in ("scale_by_prodigy", "prodigy")},
+    "scale_by_dog": (gx.scale_by_dog, dict(init_step=("heuristic", 1e-6)),
+                     dict(init_step=_INIT_STEP, eps=non_negative())),
+    "dog": (gx.dog, {}, dict(learning_rate=LEARNING_RATE, init_step=_INIT_STEP,
+                            eps=non_negative(), weight_decay=non_negative(True), mask=MASK)),
+    "scale_by_dowg": (gx.scale_by_dowg, {},
+                      dict(init_estim_sq_dist=positive(True), eps=positive())),
+    "dowg": (gx.dowg, {}, dict(learning_rate=LEARNING_RATE, init_estim_sq_dist=positive(True),
+                              eps=positive(), weight_decay=non_negative(True), mask=MASK)),
+    "scale_by_distance_over_gradients": (
+        gx.scale_by_distance_over_gradients, {},
+        dict(reps_rel=positive(), eps=non_negative(), param_dtype=DTYPE, global_scale=real())),
+    "mechanize": (gx.mechanize, dict(base_optimizer=SGD),
+                  dict(base_optimizer=TX, weight_decay=non_negative(), eps=positive(),
+                       s_init=positive(), num_betas=count())),
+    "scale_by_cocob": (gx.scale_by_cocob, {}, dict(alpha=non_negative(), eps=positive())),
+    "cocob": (gx.cocob, {}, dict(learning_rate=LEARNING_RATE, alpha=non_negative(),
+                                eps=positive(), weight_decay=WEIGHT_DECAY, mask=MASK)),
+    "hutchinson_estimator_diag_hessian": (gx.hutchinson_estimator_diag_hessian, {},
+                                          dict(random_seed=KEY)),
+    "scale_by_sophia": (gx.scale_by_sophia, {}, _SOPHIA),
+    "sophia": (gx.sophia, dict(learning_rate=0.1),
+               dict(_SOPHIA, learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+                    weight_decay_mask=MASK)),
     "scale_by_adadelta": (gx.scale_by_adadelta, {}, dict(rho=rate(allow_one=True), eps=positive())),
     "adadelta": (gx.adadelta, {},
                  dict(learning_rate=LEARNING_RATE, rho=rate(allow_one=True), eps=positive(),
@@ -366,6 +488,45 @@ SPECS = {
     "scale_by_sm3": (gx.scale_by_sm3, {},
                      dict(b1=rate(), b2=rate(allow_one=True), eps=non_negative())),
     "sm3": (gx.sm3, dict(learning_rate=0.1), dict(learning_rate=LEARNING_RATE, momentum=rate())),
+    # Muon, ADOPT, AdEMAMix, MADGRAD (batteries above _ADAM_FAMILY_SPECS).
+    "scale_by_muon": (gx.scale_by_muon, {},
+                      dict(_MUON, weight_dimension_numbers=_DIMENSION_NUMBERS)),
+    "scale_by_shape": (gx.scale_by_shape, {},
+                       dict(weight_dimension_numbers=_DIMENSION_NUMBERS,
+                            consistent_rms=non_negative(True))),
+    "orthogonalize_via_newton_schulz": (
+        gx.orthogonalize_via_newton_schulz,
+        dict(x=jnp.ones((2, 3)), ns_coeffs=(3.4445, -4.775, 2.0315)),
+        dict(x=[("x", TypeError), (jnp.ones(3), ValueError, "(3,)"),
+                (jnp.ones((2, 3), jnp.int32), TypeError, "int32")],
+             ns_coeffs=_NS_COEFFS, ns_steps=count(0), preconditioning=_PRECONDITIONING,
+             eps=positive(),
+             dimension_numbers=[(3, TypeError), ((0, 1), TypeError),
+                                ({"w": gx.MuonDimensionNumbers()}, TypeError),
+                                (gx.MuonDimensionNumbers(0, 0), ValueError)])),
+    "muon": (gx.muon, dict(learning_rate=0.1),
+             dict(_MUON, learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+                  weight_decay_mask=MASK, adam_b1=rate(), adam_b2=rate(),
+                  adam_eps_root=non_negative(), adam_weight_decay=WEIGHT_DECAY,
+                  adam_learning_rate=non_negative(True),
+                  muon_weight_dimension_numbers=_DIMENSION_NUMBERS,
+                  consistent_rms=non_negative(True))),
+    "adopt_clip_value": (gx.adopt_clip_value, dict(count=3), dict(count=count(0) + STEP_ARRAYS)),
+    "scale_by_adopt": (gx.scale_by_adopt, {}, _ADOPT),
+    "adopt": (gx.adopt, dict(learning_rate=0.1), dict(_ADOPT, learning_rate=LEARNING_RATE)),
+    "scale_by_ademamix": (gx.scale_by_ademamix, {}, _ADEMAMIX),
+    "ademamix": (gx.ademamix, dict(learning_rate=0.1),
+                 dict(_ADEMAMIX, learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+                      mask=MASK)),
+    "scale_by_simplified_ademamix": (gx.scale_by_simplified_ademamix, {}, _SIMPLIFIED_ADEMAMIX),
+    "simplified_ademamix": (gx.simplified_ademamix, dict(learning_rate=0.1),
+                            dict(_SIMPLIFIED_ADEMAMIX, learning_rate=LEARNING_RATE,
+                                 weight_decay=WEIGHT_DECAY, mask=MASK)),
+    # MADGRAD's learning rate is part of its rule: no None.
+    **{name: (getattr(gx, name), dict(learning_rate=0.1),
+              dict(learning_rate=non_negative(), momentum=rate(), eps=positive(),
+                   **({"weight_decay": WEIGHT_DECAY} if name == "madgrad" else {})))
+       for name in ("scale_by_madgrad", "madgrad")},
     "scale_loss": (gx.scale_loss, dict(loss=1.0, opt_state=()),
                    dict(loss=[("1.0", TypeError), (True, TypeError), (1 + 2j, TypeError),
                               (None, TypeError), (3, TypeError)])),
@@ -526,6 +687,10 @@ EXEMPT = {
     ("tree_set", "values"): "any names and values; each is checked against the tree's entry",
     ("tree_set", "filtering"): "positional-only, as optax's; tests/core/test_inspection.py",
     ("GradientTransformation", "init"): "a plain NamedTuple (core/base.py); chain etc. check it",
+    **{("MuonDimensionNumbers", arg): "a plain NamedTuple, as optax's; scale_by_muon, "
+                                      "scale_by_shape, muon and orthogonalize_via_newton_schulz "
+                                      "check it (_DIMENSION_NUMBERS)"
+       for arg in ("reduction_axis", "output_axis")},
     ("GradientTransformation", "update"): "a plain NamedTuple (core/base.py); chain etc. check it",
     ("LookaheadParams", "fast"): "a NamedTuple of two params trees; lookahead's update checks them",
     ("LookaheadParams", "slow"): "a NamedTuple of two params trees; lookahead's update checks them",
@@ -533,6 +698,11 @@ EXEMPT = {
     ("FlatTree", "layout"): "the pytree constructor JAX unflattens with; flat_tree builds one",
     ("ApplyEvery", "count"): "a plain NamedTuple (apply_every's state, optax's name)",
     ("ApplyEvery", "grad_acc"): "a plain NamedTuple (apply_every's state, optax's name)",
+    **{(name, field): "a plain NamedTuple (part of a line search's state, optax's fields)"
+       for name, fields in (
+           ("ZoomLinesearchInfo", ("num_linesearch_steps", "decrease_error", "curvature_error")),
+           ("BacktrackingLinesearchInfo", ("num_linesearch_steps", "decrease_error")))
+       for field in fields},
     **{(name, arg): "any pytree of arrays; the two trees' structures are checked "
                     "(tests/test_tree_updates.py)"
        for name in ("incremental_update", "periodic_update")

@@ -56,7 +56,9 @@ def _imports(path):
         ("core", ("gradxform.core",)),
         ("transforms", ("gradxform.core",)),
         ("schedules", ("gradxform.core", "gradxform.schedules")),
-        ("optimizers", ("gradxform.core", "gradxform.transforms", "gradxform.optimizers")),
+        ("optimizers", (
+            "gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.optimizers",
+        )),
         ("keras", ("gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.keras")),
     ],
 )

@@ -1,8 +1,8 @@
 """The int32 counters in every state saturate at 2**31 - 1 instead of wrapping.
 
 A wrapped step count would turn bias corrections, schedules and accumulation
-windows into nonsense after 2**31 updates. For every entry of
-``tests/factories.py``, each monotonic counter of its state is set to
+windows into nonsense after 2**31 updates. For the swept entries of
+``tests/factories.py`` (``sweep``: every constructor), each monotonic counter of its state is set to
 2**31 - 2 and six jitted updates run (two accumulation windows of three): the counters end at 2**31 - 1 and stay
 there, and the updates stay finite. The counters that only grow on skipped
 (non-finite) steps are driven the same way with NaN gradients.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.factories import FACTORIES, NAMES
+from tests.factories import FACTORIES, NAMES, sweep
 
 TOP = int(np.iinfo(np.int32).max)
 # Counters that only ever grow; the others count within a window (micro steps,
@@ -69,7 +69,7 @@ def _grads(scale):
 WINDOW_NAMED_COUNT = {"apply_every", "apply_every_1"}
 
 
-@pytest.mark.parametrize("name", sorted(set(NAMES) - WINDOW_NAMED_COUNT))
+@pytest.mark.parametrize("name", sweep(set(NAMES) - WINDOW_NAMED_COUNT))
 def test_step_counters_saturate_at_int32_max(name):
     outputs, state = _run(name, [_grads(scale) for scale in (0.5, -1.0, 2.0, 0.1, -3.0, 1.0)])
     counters = _monotonic_values(state)

@@ -6,8 +6,9 @@ gradients' dtype, whatever numeric type the hyperparameters have.
   reference of the published formula (and optax run live), where a float32
   correction of ``1 - 0.999999**t`` is 0.7% off.
 * Hyperparameters given as numpy float64 (or float32) scalars never promote
-  bfloat16 gradients to float32 updates, and every entry of
-  ``tests/factories.py`` runs under strict dtype promotion with them.
+  bfloat16 gradients to float32 updates, and the swept entries of
+  ``tests/factories.py`` (``sweep``: every constructor) run under strict dtype
+  promotion with them.
 """
 
 import jax
@@ -17,7 +18,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.factories import FACTORIES
+from tests.factories import FACTORIES, sweep
 
 B2 = 0.999999  # 1 - B2 = 1e-6: float32 holds B2 only to about 6e-8, 6% of 1 - B2
 STEPS = 20
@@ -120,7 +121,7 @@ def _with_numpy_floats(tx, kind):
 
 
 @pytest.mark.parametrize("kind", [np.float64, np.float32])
-@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("name", sweep(FACTORIES))
 def test_numpy_scalar_hyperparameters_keep_bfloat16_updates_under_strict_promotion(name, kind):
     tx = _with_numpy_floats(FACTORIES[name](), kind)
     params = {"kernel": jnp.full((2, 3), 0.5, jnp.bfloat16), "bias": jnp.full(3, -0.25, jnp.bfloat16)}

@@ -3,8 +3,9 @@
 Hypothesis draws the parameter trees (``tests/strategies.py``): nested dicts,
 lists and tuples, empty containers, ``None`` leaves, 0-d and zero-size arrays,
 with each leaf float32, bfloat16, float16 or complex64 (float64 and complex128
-too in the x64 test), and gradient streams of scale 0 to 30. For every entry of
-``tests/factories.py`` and every drawn tree:
+too in the x64 test), and gradient streams of scale 0 to 30. For the swept entries of
+``tests/factories.py`` (``sweep``: every constructor; every entry with
+``GRADXFORM_FULL_SWEEP=1``) and every drawn tree:
 
 * updates have the gradients' tree structure, shapes and dtypes;
 * the state after ``update`` has the structure, shapes and dtypes of ``init``'s,
@@ -30,7 +31,7 @@ import pytest
 from hypothesis import given, settings
 
 import gradxform as gx
-from tests.factories import FACTORIES, NAMES, UNNAMED_CONSTRUCTORS, constructors_covered
+from tests.factories import FACTORIES, NAMES, UNNAMED_CONSTRUCTORS, constructors_covered, sweep
 from tests.helpers import FAST_COMPILE, is_none, jit_counting_traces
 from tests.strategies import DTYPES, DTYPES_X64, cases
 
@@ -112,13 +113,13 @@ def check_properties(tx, case):
         _assert_close(jit_state, eager_state, f"state at step {step}")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sweep(NAMES))
 @given(case=cases(DTYPES))
 def test_properties_hold_on_random_trees(name, case):
     check_properties(FACTORIES[name](), case)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sweep(NAMES))
 @settings(max_examples=max(1, settings().max_examples // 2))
 @given(case=cases(DTYPES_X64, steps=2))
 def test_properties_hold_with_float64(name, case):

@@ -9,9 +9,9 @@
   a static loss scale. The SHA-256 of every params and state leaf's bytes
   (with its dtype and shape) must be the same in both. Two runs in one process
   must agree the same way.
-* Saving and restoring does not perturb a run: for every entry of
-  ``tests/factories.py``, `K` steps, an Orbax checkpoint of params and state
-  (all entries in one checkpoint, keyed by name), a restore into
+* Saving and restoring does not perturb a run: for the swept entries of
+  ``tests/factories.py`` (``sweep``: every constructor), `K` steps, an Orbax
+  checkpoint of params and state (all of them in one checkpoint, keyed by name), a restore into
   ``jax.eval_shape(tx.init, params)``, and `K` more steps give bit for bit the
   params and state of `2K` uninterrupted steps.
 
@@ -202,13 +202,15 @@ def test_save_and_restore_mid_run_is_bitwise_the_uninterrupted_run(tmp_path):
     from orbax.checkpoint import v1 as ocp
 
     from tests.helpers import assert_trees_bitwise_equal, gradient_stream, random_params
-    from tests.factories import FACTORIES, NAMES
+    from tests.factories import FACTORIES, NAMES, sweep
     from tests.helpers import FAST_COMPILE
+
+    names = sweep(NAMES)
 
     params0 = _on_device(random_params(0, jnp.float32, SHAPES))
     grads_seq = _on_device(gradient_stream(params0, 2 * K, seed=1))
     runs, mid = {}, {}
-    for name in NAMES:
+    for name in names:
         tx = FACTORIES[name]()
         update = jax.jit(tx.update, compiler_options=FAST_COMPILE)
         state0 = _on_device(tx.init(params0))
@@ -224,14 +226,14 @@ def test_save_and_restore_mid_run_is_bitwise_the_uninterrupted_run(tmp_path):
     abstract_params = jax.eval_shape(lambda: params0)
     target = {
         name: {"params": abstract_params, "opt_state": jax.eval_shape(runs[name][0].init, params0)}
-        for name in NAMES
+        for name in names
     }
     target = jax.tree.map(lambda s: s.update(sharding=sharding), target)
     with ocp.training.Checkpointer(tmp_path / "checkpoints") as checkpointer:
         assert checkpointer.latest is not None and checkpointer.latest.step == K
         restored = checkpointer.load(K, abstract_state=target)
 
-    for name in NAMES:
+    for name in names:
         _, update, (end_params, end_state) = runs[name]
         params, state = restored[name]["params"], restored[name]["opt_state"]
         assert_trees_bitwise_equal(params, mid[name]["params"], f"{name}: restored params")

@@ -12,7 +12,7 @@ Every transformation accepts a `FlatTree` as params and updates. Elementwise
 ones act on the buffers as they are. Per-leaf ones see the logical leaves:
 masks, labels and name patterns are resolved on `FlatTree.logical` (a tree of
 ``jax.ShapeDtypeStruct`` with the original key paths), and per-leaf reductions
-(`clip_by_norm`) run through `map_leafwise` as segment operations.
+(`clip_by_norm`) run through `gradxform.core.leafwise` as segment operations.
 
 Inside a buffer the leaves are ordered by shape, so that leaves of equal shape
 form one ``(k, *shape)`` block: a per-leaf reduction is one batched reduction
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import paths, tree
+from gradxform.core import paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,40 +339,3 @@ def per_buffer(tree: Any, values: Any) -> Any:
             full = dict(zip(spec.members, mine))
             result.append(_expand(layout, spec, full))
     return FlatTree(result, layout)
-
-
-def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
-    """``fn`` applied to each logical leaf, as rows; ``None`` entries stay ``None``.
-
-    ``fn`` takes leaves stacked on a new leading axis, one leaf per row, and
-    returns an array of that shape. A leaf of a plain tree is one row. On a
-    `FlatTree`, each run of equal-shape leaves is one ``(k, *shape)`` block: a
-    segment operation with one batched reduction per distinct shape, and one
-    ``lax.cond`` where ``fn`` has one (under ``vmap`` a cond per leaf would run
-    both branches).
-    """
-    def one_row(leaf):
-        return fn(leaf[None])[0]
-
-    if not is_flat(target):
-        return tree.tree_map_skip_none(one_row, target)
-    layout = target.layout
-    buffers = []
-    for spec, buffer in zip(layout.buffers, target.buffers):
-        if _is_hole(buffer) or spec.kept:
-            buffers.append(buffer if _is_hole(buffer) else one_row(buffer))
-            continue
-        expected = sum(layout.slots[i].size for i in spec.members)
-        if jnp.shape(buffer) != (expected,):
-            raise ValueError(
-                f"map_leafwise: buffer {spec.name} has shape {jnp.shape(buffer)}, its layout "
-                f"holds {expected} elements"
-            )
-        blocks = []
-        for offset, shape, members in spec.runs(layout.slots):
-            length = len(members) * math.prod(shape)
-            block = jax.lax.slice_in_dim(buffer, offset, offset + length)
-            mapped = fn(jnp.reshape(block, (len(members), *shape)))
-            blocks.append(jnp.reshape(mapped, (length,)))
-        buffers.append(_joined(blocks))
-    return FlatTree(buffers, layout)

@@ -55,19 +55,23 @@ def tree_full_like(tree: Any, fill_value: Any, dtype: Any = None, *, real: bool 
     def full(x):
         if x is None or not is_trainable(x):
             return None
-        if dtype is None:
-            leaf_dtype = numerics.leaf_dtype(x) if not hasattr(x, "dtype") else np.dtype(x.dtype)
-            if real:
-                leaf_dtype = numerics.squares_dtype(leaf_dtype)
-        else:
-            leaf_dtype = np.dtype(dtype)
-            if not real and jnp.iscomplexobj(x) and not jnp.issubdtype(leaf_dtype, jnp.complexfloating):
-                leaf_dtype = numerics.compute_dtype(leaf_dtype, jnp.complex64)
+        leaf_dtype = _state_dtype(x, dtype, real)
         if isinstance(x, jax.ShapeDtypeStruct):
             return jnp.full(x.shape, fill_value, leaf_dtype, device=x.sharding)
         return jnp.full_like(x, fill_value, dtype=leaf_dtype)
 
     return jax.tree.map(full, tree, is_leaf=_is_none)
+
+
+def _state_dtype(x: Any, dtype: Any, real: bool) -> np.dtype:
+    """The dtype of a state leaf made for the param ``x``: see `tree_full_like`."""
+    if dtype is None:
+        leaf_dtype = numerics.leaf_dtype(x) if not hasattr(x, "dtype") else np.dtype(x.dtype)
+        return numerics.squares_dtype(leaf_dtype) if real else leaf_dtype
+    leaf_dtype = np.dtype(dtype)
+    if not real and jnp.iscomplexobj(x) and not jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+        leaf_dtype = numerics.compute_dtype(leaf_dtype, jnp.complex64)
+    return leaf_dtype
 
 
 def is_trainable(leaf: Any) -> bool:
@@ -79,6 +83,25 @@ def is_trainable(leaf: Any) -> bool:
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     """Zeros shaped like ``tree``; see `tree_full_like`."""
     return tree_full_like(tree, 0, dtype)
+
+
+def tree_copy_params(params: Any, dtype: Any = None) -> Any:
+    """A copy of each trainable leaf in a buffer of its own (params and state may be donated).
+
+    ``dtype`` as in `tree_full_like` (None keeps each leaf's; a complex leaf
+    stays complex). An abstract leaf (``jax.ShapeDtypeStruct``, as a restore
+    target gives) becomes zeros: only the state's shapes and dtypes count
+    there. ``None``, integer and bool leaves give ``None``.
+    """
+
+    def copy(x):
+        if x is None or not is_trainable(x):
+            return None
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return tree_full_like(x, 0, dtype)
+        return jnp.array(x, dtype=_state_dtype(x, dtype, False), copy=True)
+
+    return jax.tree.map(copy, params, is_leaf=_is_none)
 
 
 def tree_squared_norm(tree: Any) -> jax.Array:

@@ -3,7 +3,7 @@ norms unit by unit (`adaptive_grad_clip`).
 
 The norms are reduced in at least float32 and stay exact for finite entries
 whose squares overflow. On a `flat_tree` buffer they are segment reductions
-over each logical leaf (`flat.map_leafwise`), so the results are those of the
+over each logical leaf (`leafwise.map_leaves_jointly`), so the results are those of the
 per-leaf run. A sharded leaf is reduced where it lies (under ``jit``, XLA
 all-reduces the partial sums); nothing is gathered.
 """
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import flat, numerics, tree, validation
+from gradxform.core import leafwise, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
@@ -53,20 +53,23 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
     owner = "clip_by_block_rms"
     validation.positive(owner, "threshold", threshold)
 
-    def rows_clipped(rows):
+    def rows_clipped(rows, inv_scale, scaled_norm):
         rows_c = numerics.upcast(rows)
-        inv_scale, scaled_norm = numerics.rows_norm_parts(rows_c)
         count = max(math.prod(rows.shape[1:]), 1)  # an empty leaf: 0 / 1, never 0 / 0
         rms = (scaled_norm / math.sqrt(count)) / inv_scale
         bound = numerics.hyperparameter(threshold, rms.dtype)
         denominator = jnp.maximum(1, rms / bound)
         return numerics.store(rows_c / denominator.astype(rows_c.dtype), rows.dtype)
 
+    def blocks_clipped(blocks):
+        parts = numerics.many_rows_norm_parts([numerics.upcast(rows) for rows in blocks])
+        return [rows_clipped(rows, *part) for rows, part in zip(blocks, parts)]
+
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is not None:  # unused, but a mismatch means the updates are not the params'
             tree.check_same_structure(owner, "params", params, updates, none_matches=True)
-        return flat.map_leafwise(rows_clipped, updates), state
+        return leafwise.map_leaves_jointly(blocks_clipped, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 
@@ -207,8 +210,8 @@ def adaptive_grad_clip(
         if params is None:
             raise ValueError(f"{owner}: update needs params, got params=None")
         tree.check_same_structure(owner, "params", params, updates, none_matches=True)
-        g_norms = flat.map_leafwise(unit_norms, updates)
-        p_norms = flat.map_leafwise(unit_norms, params)
+        g_norms = leafwise.map_leafwise(unit_norms, updates)
+        p_norms = leafwise.map_leafwise(unit_norms, params)
         return tree.tree_map_skip_none(leaf, updates, params, g_norms, p_norms), state
 
     return GradientTransformation(init_empty_state, update_fn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from gradxform.core import flat, numerics, tree, validation
+from gradxform.core import leafwise, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
@@ -68,10 +68,9 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
     """
     validation.positive("clip_by_norm", "max_norm", max_norm)
 
-    def rows(g):
-        g_c = numerics.upcast(g)
+    def rows(g, inv_scale, scaled_norm):
         # ||g|| = scaled_norm / inv_scale; inv_scale = 1 unless the squares or ||g|| c overflow.
-        inv_scale, scaled_norm = numerics.rows_norm_parts(g_c, headroom=max_norm)
+        g_c = numerics.upcast(g)
         bound = numerics.hyperparameter(max_norm, scaled_norm.dtype)
         denominator = jnp.maximum(scaled_norm, bound * inv_scale).astype(g_c.dtype)
         numerator = (g_c * inv_scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
@@ -79,7 +78,12 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return flat.map_leafwise(rows, updates), state
+        def blocks_clipped(blocks):
+            parts = numerics.many_rows_norm_parts([numerics.upcast(g) for g in blocks],
+                                                  headroom=max_norm)
+            return [rows(g, *part) for g, part in zip(blocks, parts)]
+
+        return leafwise.map_leaves_jointly(blocks_clipped, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 

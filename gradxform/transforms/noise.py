@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import flat, numerics, tree, validation
+from gradxform.core import flat, numerics, randomness, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
 
-_SEED_RANGE = (-(2**63), 2**63)  # what jax.random.key accepts for an int seed
-_KEY_KINDS = "an int seed, a jax.random.key or a jax.random.PRNGKey"
 
 
 class AddNoiseState(NamedTuple):
@@ -29,72 +26,17 @@ class AddNoiseState(NamedTuple):
     rng_key: jax.Array  # uint32 key data, shape (2,) for the default threefry keys
 
 
-def _is_typed_key(value: Any) -> bool:
-    dtype = getattr(value, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def _check_seed(owner: str, name: str, value: Any) -> int | None:
-    """An int seed as a Python int; None for a tracer. Raises for anything else."""
-    if isinstance(value, jax.core.Tracer):
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        wanted = "an int" if name == "seed" else _KEY_KINDS
-        raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
-    if not _SEED_RANGE[0] <= int(value) < _SEED_RANGE[1]:
-        raise ValueError(
-            f"{owner}: {name} must be an int seed in [-2**63, 2**63), got {value!r}"
-        )
-    return int(value)
-
-
 def _key_source(owner: str, key: Any, seed: Any) -> tuple[Any, Any]:
-    """``(make, impl)``: a function giving the key's raw data, and the key's implementation.
-
-    ``key`` may be an int seed, a typed key (``jax.random.key``), a raw uint32
-    key of the default implementation (``jax.random.PRNGKey``) or None (seed 0).
-    """
+    """``(make, impl)`` for ``key``, or for ``seed`` (its older name, an int)."""
     if seed is not None:
-        _check_seed(owner, "seed", seed)
+        randomness.check_seed(owner, "seed", seed, wanted="an int")
         if key is not None:
             raise ValueError(
                 f"{owner}: give key or seed (its older name), not both; got key={key!r} "
                 f"and seed={seed!r}"
             )
         key = seed
-    if key is None:
-        return (lambda: jax.random.key_data(jax.random.key(0))), None
-    if _is_typed_key(key):
-        if jnp.shape(key) != ():
-            raise ValueError(f"{owner}: key must be a single key (shape ()), got {key!r}")
-        impl = jax.random.key_impl(key)
-        return (lambda: jax.random.key_data(key)), impl
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and not isinstance(key, numbers.Integral):
-        default_shape = jax.random.key_data(jax.random.key(0)).shape
-        if np.dtype(dtype) == np.uint32 and jnp.shape(key) == default_shape:
-            return (lambda: jnp.asarray(key, jnp.uint32)), None  # a jax.random.PRNGKey
-        if jnp.issubdtype(dtype, jnp.integer) and jnp.shape(key) == ():
-            if isinstance(key, jax.core.Tracer):
-                return (lambda: jax.random.key_data(jax.random.key(key))), None
-            number = _check_seed(owner, "key", int(key))
-            return (lambda: jax.random.key_data(jax.random.key(number))), None
-        raise TypeError(f"{owner}: key must be {_KEY_KINDS}, got {key!r}")
-    number = _check_seed(owner, "key", key)
-    return (lambda: jax.random.key_data(jax.random.key(number))), None
-
-
-def _replicated_like(data: jax.Array, params: Any) -> jax.Array:
-    """``data`` placed replicated on the mesh of the params (eagerly), like a counter."""
-    for leaf in jax.tree.leaves(params):
-        sharding = getattr(leaf, "sharding", None)
-        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array):
-            continue
-        if isinstance(sharding, jax.sharding.NamedSharding):
-            return jax.device_put(data, jax.sharding.NamedSharding(
-                sharding.mesh, jax.sharding.PartitionSpec()))
-        return data
-    return data
+    return randomness.key_source(owner, "key", key)
 
 
 def _normal(key: jax.Array, leaf: Any) -> jax.Array:
@@ -205,7 +147,7 @@ def add_noise(eta: float, gamma: float, key: Any = None, *, seed: int | None = N
 
     def init_fn(params):
         return AddNoiseState(count=numerics.zero_count(),
-                             rng_key=_replicated_like(make_key(), params))
+                             rng_key=randomness.replicated_like(make_key(), params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

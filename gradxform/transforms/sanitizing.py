@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import flat, numerics, tree
+from gradxform.core import flat, leafwise, numerics, tree
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
@@ -187,6 +187,6 @@ def centralize() -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return flat.map_leafwise(_centralized_rows, updates), state
+        return leafwise.map_leafwise(_centralized_rows, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)

@@ -9,8 +9,9 @@
 * On hypothesis trees (float16 and complex64 buffers, ``None`` entries, empty
   containers), a chain with per-leaf clipping, a rank mask and a name exclusion
   gives the per-leaf updates.
-* Every entry of ``tests/factories.py`` gives the same updates and params (and,
-  where the layouts agree, the same state) on a `FlatTree` as per leaf, over
+* The swept entries of ``tests/factories.py`` (``sweep``: every constructor)
+  give the same updates and params (and, where the layouts agree, the same
+  state) on a `FlatTree` as per leaf, over
   three jitted steps on a tree whose masks and name patterns select parts of
   its buffers, some leaves kept; the entries whose results depend on which
   leaves share a buffer also with every leaf in a buffer.
@@ -29,7 +30,7 @@
 * Errors: a non-callable ``keep``, ``ravel`` of another structure or of a
   wrong leaf, a mask of traced bools, a wrong gradient buffer. The factories
   that need each leaf's shape (``NEEDS_LEAF_SHAPES``: factored second moments,
-  SM3) are left out above and refuse a FlatTree, as params and as updates,
+  SM3, Muon's orthogonalisation, layer-wise DoG) are left out above and refuse a FlatTree, as params and as updates,
   with a `TypeError` naming them and pointing to the per-leaf tree.
 * Regressions: masks on a FlatTree of a tree with ``None`` entries, and
   ``clip_by_norm`` checking a buffer's length.
@@ -56,7 +57,7 @@ from hypothesis import strategies as st
 import gradxform as gx
 from gradxform.core import compile_options
 from gradxform.core.paths import path_string
-from tests.factories import FACTORIES, NAMES
+from tests.factories import FACTORIES, NAMES, sweep
 from tests.helpers import FAST_COMPILE, assert_trees_bitwise_equal, is_none, jit_counting_traces
 from tests.strategies import DTYPES, SHAPES, Case, LeafSpec, build, cases, tree_specs
 
@@ -301,8 +302,15 @@ ALSO_ALL_BUFFERED = [
 NEEDS_LEAF_SHAPES = {
     "adafactor", "adafactor_everything", "scale_by_factored_rms", "scale_by_factored_rms_factoring",
     "scale_by_sm3", "scale_by_sm3_decaying", "sm3",
+    # Muon orthogonalises each leaf as a matrix (its 2-D shape, or its dimension numbers' axes).
+    "scale_by_muon", "scale_by_muon_options", "muon", "muon_everything",
+    # Layer-wise DoG keeps a step size (two scalars) per leaf.
+    "scale_by_distance_over_gradients", "scale_by_distance_over_gradients_options",
 }
-CASES = [(name, "kept") for name in NAMES if name not in NEEDS_LEAF_SHAPES] + [
+# Muon's entries are masked or partitioned to the matrices, which compare the params with the
+# updates first: their update is given the FlatTree params, as a flat train step would.
+GIVEN_FLAT_PARAMS = {"scale_by_muon", "scale_by_muon_options", "muon", "muon_everything"}
+CASES = [(name, "kept") for name in sweep(set(NAMES) - NEEDS_LEAF_SHAPES)] + [
     (name, "buffers") for name in ALSO_ALL_BUFFERED]
 # Their inner states cover a partly selected buffer whole (per leaf: the selected leaves only).
 STATE_LAYOUT_DIFFERS = {"masked_nested", "masked_patterns", "partition", "partition_by_patterns"}
@@ -740,13 +748,14 @@ def test_transforms_that_need_leaf_shapes_refuse_a_flat_tree(name):
     assert name in FACTORIES
     tx, params = FACTORIES[name](), _mixed(0)
     flat = gx.flat_tree(params, keep=KEEP["kept"])
-    owner = r"(scale_by_factored_rms|scale_by_sm3)"
+    owner = r"(scale_by_factored_rms|scale_by_sm3|scale_by_muon|scale_by_distance_over_gradients)"
     with pytest.raises(TypeError, match=owner + r": got a gx.flat_tree buffer as params, .*needs "
                                         r"the leaf's shape.*Use the per-leaf tree"):
         tx.init(flat)
     with pytest.raises(TypeError, match=r"\w+: got a gx.flat_tree buffer as updates, .*"
                                         + owner + r".*Use the per-leaf tree"):
-        _jit(tx.update)(flat.ravel(_gradients()[0]), tx.init(params), params)
+        _jit(tx.update)(flat.ravel(_gradients()[0]), tx.init(params),
+                        flat if name in GIVEN_FLAT_PARAMS else params)
 
 
 @pytest.mark.parametrize("keep", [3, "x", {"embedding": True}])
