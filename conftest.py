@@ -9,6 +9,16 @@ promotion and with ``jax_debug_nans``.
   expect NaN on purpose (non-finite gradients, skipped steps, NaN propagation)
   carry ``@pytest.mark.allows_nan``; everywhere else a NaN is a bug.
 
+XLA compiles with ``FAST_COMPILE``'s options (``tests/helpers.py``): no backend
+optimisation, no fusion emitters. The suite compiles thousands of small
+programs, each 4-5x faster this way, and every comparison runs both sides under
+the same options. The tests of what XLA's default compile guarantees (an
+injected hyperparameter gives bit for bit the plain value) pin its options
+with ``DEFAULT_COMPILE``. Subprocesses (the guides, the notebooks) inherit the
+flags through ``XLA_FLAGS``; the 8-device suite runs with XLA's defaults
+(``GRADXFORM_DEFAULT_COMPILE=1``), since it compares sharded with one-device
+numbers as a user's compile gives them.
+
 Hypothesis runs the "ci" profile unless ``HYPOTHESIS_PROFILE`` names another:
 few examples, derandomized so that CI is deterministic (each parametrized case
 still draws its own examples). ``HYPOTHESIS_PROFILE=thorough`` draws 200
@@ -20,6 +30,10 @@ import os
 # Keras 3 is the reference for the gx.keras presets; it must run on JAX, and the
 # backend is fixed when keras is first imported.
 os.environ["KERAS_BACKEND"] = "jax"
+# Before jax is imported: XLA reads its flags once, when the backend starts.
+FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+if os.environ.get("GRADXFORM_DEFAULT_COMPILE") != "1":
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -73,6 +73,10 @@ def assert_trees_bitwise_equal(actual: Any, expected: Any, context: str = "") ->
 # backend does not optimise. For tests that compile many small programs and
 # compare them with runs under the same options (or with eager runs).
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+# XLA's own defaults, which a user's jax.jit compiles with. The suite compiles with
+# FAST_COMPILE's options unless told otherwise (conftest.py); a test of what the default
+# compile guarantees (an injected hyperparameter bit for bit the plain value) pins these.
+DEFAULT_COMPILE = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
 
 
 def jit_counting_traces(fn: Callable, compiler_options: dict | None = None) -> tuple[Callable, list]:

@@ -95,56 +95,40 @@ def _norm_sqrt_jvp(primals, tangents):
 
 
 def rows_norm_parts(rows: jax.Array, headroom: Any = 1.0) -> tuple[jax.Array, jax.Array]:
-    """`many_rows_norm_parts` of one stack of rows."""
-    return many_rows_norm_parts([rows], headroom)[0]
+    r"""Each row's L2 norm as ``scaled_norm / inv_scale``, computed without needless overflow.
 
-
-def many_rows_norm_parts(blocks: list, headroom: Any = 1.0) -> list:
-    r"""Each row's L2 norm as ``(inv_scale, scaled_norm)``, computed without needless overflow.
-
-    Each block stacks one array per row on its leading axis; both results have
+    ``rows`` stacks one array per row on its leading axis; both results have
     the shape ``(k, 1, ..., 1)``, one entry per row, ready to broadcast against
-    the block. Normally ``inv_scale`` is 1 and ``scaled_norm`` is
+    ``rows``. Normally ``inv_scale`` is 1 and ``scaled_norm`` is
     ``sqrt(sum |x|**2)`` over the row. For a row whose sum of squares, or norm
     times ``headroom``, overflows although every entry is finite,
     ``inv_scale`` is :math:`2^{-e}` with :math:`2^e` about its largest
     magnitude, and ``scaled_norm`` is the norm of the row times :math:`2^{-e}`.
     Multiplying by a power of two is exact, and :math:`2^{-e}` stays a normal
     number (XLA flushes subnormals to zero, which a division by the largest
-    magnitude itself would hit). Only then, in one ``lax.cond`` for all rows of
-    all blocks, is the second pass paid: a ``cond`` per leaf costs compile time
-    and a dispatch per leaf on every step, and under ``vmap`` it would become a
-    ``select`` that pays the second pass always. A NaN or infinite entry gives
-    the plain, non-finite norm, and the derivative at 0 is finite.
+    magnitude itself would hit). Only then, in one ``lax.cond`` for all rows,
+    is the second pass paid; a ``cond`` per row would turn into a ``select``
+    under ``vmap`` and pay it always. A NaN or infinite entry gives the plain,
+    non-finite norm, and the derivative at 0 is finite.
     """
-    if not blocks:
-        return []
-    plains, overflows = [], []
-    for rows in blocks:
-        axes = tuple(range(1, rows.ndim))
-        plain = norm_sqrt(jnp.sum(abs_sq(rows), axis=axes, keepdims=True))
-        plains.append(plain)
-        overflows.append(jnp.isposinf(plain * hyperparameter(headroom, plain.dtype)))
-    # Derived from the norms so that, inside shard_map, they vary over the same mesh
-    # axes as the norms do (both lax.cond branches must agree on that).
-    ones = [jnp.ones_like(plain) for plain in plains]
+    axes = tuple(range(1, rows.ndim))
+    plain = norm_sqrt(jnp.sum(abs_sq(rows), axis=axes, keepdims=True))
+    # Derived from the norm so that, inside shard_map, it varies over the same mesh
+    # axes as the norm does (both lax.cond branches must agree on that).
+    one = jnp.ones_like(plain)
+    overflowed = jnp.isposinf(plain * hyperparameter(headroom, plain.dtype))
 
     def rescaled():
-        parts = []
-        for rows, plain, overflowed, one in zip(blocks, plains, overflows, ones):
-            axes = tuple(range(1, rows.ndim))
-            largest = jnp.max(jnp.abs(rows), axis=axes, keepdims=True, initial=0).astype(plain.dtype)
-            rescue = overflowed & jnp.isfinite(largest)
-            top = jnp.finfo(plain.dtype).maxexp - 2  # 2**-top is still a normal number
-            exponent = jnp.clip(jnp.floor(jnp.log2(jnp.where(rescue, largest, 1))), 0, top)
-            inv_scale = jnp.ldexp(one, -exponent.astype(jnp.int32))
-            scaled_norm = jnp.sqrt(jnp.sum(abs_sq(rows * inv_scale.astype(rows.dtype)), axis=axes,
-                                           keepdims=True))
-            parts.append((jnp.where(rescue, inv_scale, one), jnp.where(rescue, scaled_norm, plain)))
-        return parts
+        largest = jnp.max(jnp.abs(rows), axis=axes, keepdims=True, initial=0).astype(plain.dtype)
+        rescue = overflowed & jnp.isfinite(largest)
+        top = jnp.finfo(plain.dtype).maxexp - 2  # 2**-top is still a normal number
+        exponent = jnp.clip(jnp.floor(jnp.log2(jnp.where(rescue, largest, 1))), 0, top)
+        inv_scale = jnp.ldexp(one, -exponent.astype(jnp.int32))
+        scaled_norm = jnp.sqrt(jnp.sum(abs_sq(rows * inv_scale.astype(rows.dtype)), axis=axes,
+                                       keepdims=True))
+        return jnp.where(rescue, inv_scale, one), jnp.where(rescue, scaled_norm, plain)
 
-    any_overflow = functools.reduce(jnp.logical_or, [jnp.any(o) for o in overflows])
-    return jax.lax.cond(any_overflow, rescaled, lambda: list(zip(ones, plains)))
+    return jax.lax.cond(jnp.any(overflowed), rescaled, lambda: (one, plain))
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

@@ -3,7 +3,7 @@ norms unit by unit (`adaptive_grad_clip`).
 
 The norms are reduced in at least float32 and stay exact for finite entries
 whose squares overflow. On a `flat_tree` buffer they are segment reductions
-over each logical leaf (`leafwise.map_leaves_jointly`), so the results are those of the
+over each logical leaf (`leafwise.map_leafwise`), so the results are those of the
 per-leaf run. A sharded leaf is reduced where it lies (under ``jit``, XLA
 all-reduces the partial sums); nothing is gathered.
 """
@@ -53,23 +53,20 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
     owner = "clip_by_block_rms"
     validation.positive(owner, "threshold", threshold)
 
-    def rows_clipped(rows, inv_scale, scaled_norm):
+    def rows_clipped(rows):
         rows_c = numerics.upcast(rows)
+        inv_scale, scaled_norm = numerics.rows_norm_parts(rows_c)
         count = max(math.prod(rows.shape[1:]), 1)  # an empty leaf: 0 / 1, never 0 / 0
         rms = (scaled_norm / math.sqrt(count)) / inv_scale
         bound = numerics.hyperparameter(threshold, rms.dtype)
         denominator = jnp.maximum(1, rms / bound)
         return numerics.store(rows_c / denominator.astype(rows_c.dtype), rows.dtype)
 
-    def blocks_clipped(blocks):
-        parts = numerics.many_rows_norm_parts([numerics.upcast(rows) for rows in blocks])
-        return [rows_clipped(rows, *part) for rows, part in zip(blocks, parts)]
-
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is not None:  # unused, but a mismatch means the updates are not the params'
             tree.check_same_structure(owner, "params", params, updates, none_matches=True)
-        return leafwise.map_leaves_jointly(blocks_clipped, updates), state
+        return leafwise.map_leafwise(rows_clipped, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 

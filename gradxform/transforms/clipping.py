@@ -68,9 +68,10 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
     """
     validation.positive("clip_by_norm", "max_norm", max_norm)
 
-    def rows(g, inv_scale, scaled_norm):
-        # ||g|| = scaled_norm / inv_scale; inv_scale = 1 unless the squares or ||g|| c overflow.
+    def rows(g):
         g_c = numerics.upcast(g)
+        # ||g|| = scaled_norm / inv_scale; inv_scale = 1 unless the squares or ||g|| c overflow.
+        inv_scale, scaled_norm = numerics.rows_norm_parts(g_c, headroom=max_norm)
         bound = numerics.hyperparameter(max_norm, scaled_norm.dtype)
         denominator = jnp.maximum(scaled_norm, bound * inv_scale).astype(g_c.dtype)
         numerator = (g_c * inv_scale.astype(g_c.dtype)) * numerics.hyperparameter(max_norm, g_c.dtype)
@@ -78,12 +79,7 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        def blocks_clipped(blocks):
-            parts = numerics.many_rows_norm_parts([numerics.upcast(g) for g in blocks],
-                                                  headroom=max_norm)
-            return [rows(g, *part) for g, part in zip(blocks, parts)]
-
-        return leafwise.map_leaves_jointly(blocks_clipped, updates), state
+        return leafwise.map_leafwise(rows, updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 

@@ -7,7 +7,7 @@ update itself). The norms are reduced in at least float32, and stay exact
 for finite entries whose squares overflow (`numerics.rows_norm_parts`).
 
 On a `flat_tree` buffer the per-leaf norms are segment reductions, one per
-run of equal-shape leaves (`leafwise.map_leaves_jointly`), broadcast back over each
+run of equal-shape leaves (`leafwise.map_leafwise`), broadcast back over each
 leaf's elements: the results are those of the per-leaf run. A leaf sharded
 over several devices is reduced where it lies; under ``jit`` XLA adds the
 partial sums across devices (an all-reduce of one number per leaf), and
@@ -26,33 +26,27 @@ from gradxform.core import leafwise, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
-def _row_norms(rows: jax.Array, inv_scale: jax.Array, scaled_norm: jax.Array) -> jax.Array:
+def _row_norms(rows: jax.Array) -> jax.Array:
     """Each row's L2 norm, shape ``(k, 1, ..., 1)``, in at least float32."""
-    del rows
+    inv_scale, scaled_norm = numerics.rows_norm_parts(numerics.upcast(rows))
     return scaled_norm / inv_scale
 
 
-def _row_rms(rows: jax.Array, inv_scale: jax.Array, scaled_norm: jax.Array) -> jax.Array:
+def _row_rms(rows: jax.Array) -> jax.Array:
     """Each row's root mean square, shape ``(k, 1, ..., 1)``; 0 for an empty leaf."""
+    inv_scale, scaled_norm = numerics.rows_norm_parts(numerics.upcast(rows))
     count = max(math.prod(rows.shape[1:]), 1)  # an empty leaf: 0 / 1, never 0 / 0
     return (scaled_norm / math.sqrt(count)) / inv_scale
 
 
-def _per_leaf(statistic: Callable[..., jax.Array], target: Any) -> Any:
+def _per_leaf(statistic: Callable[[jax.Array], jax.Array], target: Any) -> Any:
     """``statistic`` of each logical leaf of ``target``, repeated over the leaf's elements.
 
-    ``statistic(rows, inv_scale, scaled_norm)`` maps leaves stacked as rows,
-    and their norms' parts (`numerics.many_rows_norm_parts`, taken for all
-    leaves at once), to one value per row; the result has ``target``'s
-    structure (a `FlatTree` for a `FlatTree`), ready to meet it element by
-    element.
+    ``statistic`` maps leaves stacked as rows to one value per row; the result
+    has ``target``'s structure (a `FlatTree` for a `FlatTree`), ready to meet
+    it element by element.
     """
-    def blocks_statistic(blocks):
-        parts = numerics.many_rows_norm_parts([numerics.upcast(rows) for rows in blocks])
-        return [jnp.broadcast_to(statistic(rows, *part), rows.shape)
-                for rows, part in zip(blocks, parts)]
-
-    return leafwise.map_leaves_jointly(blocks_statistic, target)
+    return leafwise.map_leafwise(lambda rows: jnp.broadcast_to(statistic(rows), rows.shape), target)
 
 
 def _at_least(norm: jax.Array, floor: Any) -> jax.Array:

@@ -29,6 +29,7 @@ import pytest
 
 import gradxform as gx
 from tests.helpers import (
+    DEFAULT_COMPILE,
     LOW_PRECISION,
     assert_trees_bitwise_equal,
     assert_trees_close,
@@ -72,9 +73,9 @@ PARAMS = [pytest.param(name, kwargs, id=f"{name}-{index}")
           for name, arguments in CASES.items() for index, kwargs in enumerate(arguments)]
 
 
-def _trajectory(tx, params, grads_seq, standard=False):
+def _trajectory(tx, params, grads_seq, standard=False, compiler_options=None):
     """(updates, params, state) after every jitted step, the params moved by the updates."""
-    update = jax.jit(tx.update)
+    update = jax.jit(tx.update, compiler_options=compiler_options)
     history = []
     with jax.numpy_dtype_promotion("standard" if standard else "strict"), \
             jax.debug_nans(not standard):
@@ -255,8 +256,9 @@ def test_inject_hyperparams_is_bitwise_the_plain_alias(name, dtype):
     factory, kwargs = getattr(gx, name), INJECTED[name]
     params = random_params(0, dtype)
     grads_seq = gradient_stream(params, 25, seed=4)
-    plain = _trajectory(factory(**kwargs), params, grads_seq)
-    injected = _trajectory(gx.inject_hyperparams(factory)(**kwargs), params, grads_seq)
+    plain = _trajectory(factory(**kwargs), params, grads_seq, compiler_options=DEFAULT_COMPILE)
+    injected = _trajectory(gx.inject_hyperparams(factory)(**kwargs), params, grads_seq,
+                           compiler_options=DEFAULT_COMPILE)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         context = f"{name} {dtype.__name__} step {step}"
         assert_trees_bitwise_equal(u_i, u, context)

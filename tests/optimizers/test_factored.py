@@ -25,6 +25,7 @@ import pytest
 
 import gradxform as gx
 from tests.helpers import (
+    DEFAULT_COMPILE,
     assert_trees_bitwise_equal,
     assert_trees_close,
     cast_tree,
@@ -152,8 +153,8 @@ INJECTED = {
 }
 
 
-def _plain_trajectory(tx, params, grads_seq):
-    update = jax.jit(tx.update)
+def _plain_trajectory(tx, params, grads_seq, compiler_options=None):
+    update = jax.jit(tx.update, compiler_options=compiler_options)
     state, history = tx.init(params), []
     for grads in grads_seq:
         updates, state = update(grads, state, params)
@@ -167,8 +168,9 @@ def test_inject_hyperparams_is_bitwise_the_plain_alias(name):
     factory, kwargs = INJECTED[name]
     params = random_params(0, jnp.float32, SMALL_SHAPES)
     grads_seq = gradient_stream(params, 30, seed=3)
-    plain = _plain_trajectory(factory(**kwargs), params, grads_seq)
-    injected = _plain_trajectory(gx.inject_hyperparams(factory)(**kwargs), params, grads_seq)
+    plain = _plain_trajectory(factory(**kwargs), params, grads_seq, DEFAULT_COMPILE)
+    injected = _plain_trajectory(gx.inject_hyperparams(factory)(**kwargs), params, grads_seq,
+                                 DEFAULT_COMPILE)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         assert_trees_bitwise_equal(u_i, u, f"{name}, step {step}")
         assert_trees_bitwise_equal(p_i, p, f"{name}, step {step}")

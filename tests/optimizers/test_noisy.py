@@ -16,6 +16,7 @@ import pytest
 
 import gradxform as gx
 from tests.helpers import (
+    DEFAULT_COMPILE,
     assert_trees_bitwise_equal,
     assert_trees_close,
     gradient_stream,
@@ -75,8 +76,8 @@ def test_is_a_chain_of_add_noise_and_the_learning_rate():
         assert_trees_bitwise_equal(a, b)
 
 
-def _trajectory(tx, params, grads_seq):
-    update = jax.jit(tx.update)
+def _trajectory(tx, params, grads_seq, compiler_options=None):
+    update = jax.jit(tx.update, compiler_options=compiler_options)
     state, history = tx.init(params), []
     for grads in grads_seq:
         updates, state = update(grads, state, params)
@@ -94,9 +95,9 @@ def _trajectory(tx, params, grads_seq):
 def test_inject_hyperparams_is_bitwise_the_plain_optimizer(kwargs, dtype):
     params = random_params(0, dtype)
     grads_seq = gradient_stream(params, 30, seed=3)
-    plain = _trajectory(gx.noisy_sgd(**kwargs), params, grads_seq)
+    plain = _trajectory(gx.noisy_sgd(**kwargs), params, grads_seq, DEFAULT_COMPILE)
     injected_tx = gx.inject_hyperparams(gx.noisy_sgd)(**kwargs)
-    injected = _trajectory(injected_tx, params, grads_seq)
+    injected = _trajectory(injected_tx, params, grads_seq, DEFAULT_COMPILE)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         context = f"{dtype.__name__}, step {step}"
         assert_trees_bitwise_equal(u_i, u, context)

@@ -22,6 +22,7 @@ import pytest
 
 import gradxform as gx
 from tests.helpers import (
+    DEFAULT_COMPILE,
     assert_trees_bitwise_equal,
     assert_trees_close,
     compare_with_optax,
@@ -76,9 +77,9 @@ def test_matches_optax(name, kwargs, dtype):
                        steps=STEPS)
 
 
-def _trajectory(tx, params, grads_seq, standard=False):
+def _trajectory(tx, params, grads_seq, standard=False, compiler_options=None):
     """Updates, params and states after each jitted step, the params moved by the updates."""
-    update = jax.jit(tx.update)
+    update = jax.jit(tx.update, compiler_options=compiler_options)
     history = []
     with jax.numpy_dtype_promotion("standard" if standard else "strict"):
         state = tx.init(params)
@@ -150,8 +151,9 @@ def test_inject_hyperparams_is_bitwise_the_plain_alias_over_30_steps(name):
     factory, arguments = INJECT_CASES[name]
     params = random_params(0)
     grads_seq = gradient_stream(params, 30, seed=3)
-    plain = _trajectory(factory(**arguments), params, grads_seq)
-    injected = _trajectory(gx.inject_hyperparams(factory)(**arguments), params, grads_seq)
+    plain = _trajectory(factory(**arguments), params, grads_seq, compiler_options=DEFAULT_COMPILE)
+    injected = _trajectory(gx.inject_hyperparams(factory)(**arguments), params, grads_seq,
+                           compiler_options=DEFAULT_COMPILE)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         context = f"{name}, step {step}"
         assert_trees_bitwise_equal(u_i, u, context)

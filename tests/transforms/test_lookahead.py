@@ -27,7 +27,9 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import assert_trees_bitwise_equal, gradient_stream, random_params
+from tests.helpers import (
+    DEFAULT_COMPILE, assert_trees_bitwise_equal, gradient_stream, random_params,
+)
 
 STEPS = 40
 
@@ -274,7 +276,8 @@ def test_inject_hyperparams_of_lookahead_is_bitwise_the_plain_one(reset_state):
     def run(tx):
         # The update jitted on its own: compiled with apply_updates, XLA may fuse the plain
         # update's last multiply into the add (see transforms/injection.py).
-        update, apply = jax.jit(tx.update), jax.jit(gx.apply_updates)
+        update = jax.jit(tx.update, compiler_options=DEFAULT_COMPILE)
+        apply = jax.jit(gx.apply_updates, compiler_options=DEFAULT_COMPILE)
         p = gx.LookaheadParams.init_synced(params)
         state, trajectory = tx.init(p), []
         for noise in noises:
