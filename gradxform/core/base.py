@@ -186,7 +186,8 @@ _CHECKS_OWN_STATE = frozenset({"chain", "named_chain"})
 
 
 def _checked_update(
-    name: str, update: TransformUpdateFn, init: TransformInitFn, called_as: dict
+    name: str, update: TransformUpdateFn, init: TransformInitFn, called_as: dict,
+    check_sparse: bool = True,
 ) -> TransformUpdateFn:
     check_state = name not in _CHECKS_OWN_STATE
     check_dtypes = name not in _ROUTES_GRADIENTS
@@ -199,6 +200,8 @@ def _checked_update(
                 checks.state_from_init(name, state)
             if check_dtypes:
                 checks.gradient_dtypes(name, updates)
+            if check_sparse:
+                checks.row_sparse_gradients(name, updates)
             try:
                 return update(updates, state, params, **extra_args)
             except AttributeError:
@@ -230,10 +233,14 @@ def describe(
 
     Its ``update`` first checks what it receives (`checks`): the state, unless
     the transformation checks its own (chains); the gradients' dtypes, unless it
-    only routes them to other transformations, which check for themselves.
+    only routes them to other transformations, which check for themselves; and
+    that a row-sparse leaf meets a rule for it, unless ``tx`` is itself
+    described (an optimizer returning a chain, whose members check).
     """
     called_as: dict = {}
-    described = GradientTransformation(tx.init, _checked_update(name, tx.update, tx.init, called_as))
+    check_sparse = tx.name is None
+    described = GradientTransformation(
+        tx.init, _checked_update(name, tx.update, tx.init, called_as, check_sparse))
     described.called_as = called_as
     described.constructor = constructor
     described.name = name

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform.core import sparse
+
 RESTORE_HINT = (
     "A checkpoint restored without a target comes back as plain dicts and lists; restore it "
     "with the target jax.eval_shape(tx.init, params) to get the state's types back."
@@ -29,7 +31,7 @@ RESTORE_HINT = (
 
 def leaf_path(tree: Any, index: int) -> str:
     """The key path of ``tree``'s leaf number ``index``, as ``['dense']['kernel']``."""
-    path = jax.tree_util.tree_flatten_with_path(tree)[0][index][0]
+    path = jax.tree_util.tree_flatten_with_path(tree, is_leaf=sparse.is_row_sparse)[0][index][0]
     return "".join(str(key) for key in path) or "<root>"
 
 
@@ -43,13 +45,27 @@ def _is_inexact(leaf: Any) -> bool:
 
 def gradient_dtypes(owner: str, updates: Any) -> None:
     """Raises a `TypeError` naming ``owner`` and the leaf unless every leaf is inexact."""
-    for index, leaf in enumerate(jax.tree.leaves(updates)):
+    for index, leaf in enumerate(jax.tree.leaves(updates, is_leaf=sparse.is_row_sparse)):
         if not _is_inexact(leaf):
             raise TypeError(
                 f"{owner}: gradients must be floating-point or complex, got {_dtype(leaf).name} "
                 f"at {leaf_path(updates, index)}. Leave integer leaves out with masked, partition or "
                 "set_to_zero, or pass None for them."
             )
+
+
+def row_sparse_gradients(owner: str, updates: Any) -> None:
+    """Raises a `TypeError` naming ``owner`` if a `RowSparse` leaf reaches it without a rule.
+
+    Constructors declare their rule with `sparse.row_sparse_rule`; a
+    transformation without one would read a row-sparse gradient as its two
+    arrays, or densify it, so it refuses it instead.
+    """
+    if owner in sparse.ROW_SPARSE_RULES:
+        return
+    where = sparse.first_row_sparse(updates)
+    if where is not None:
+        raise sparse.not_sparse_error(owner, where)
 
 
 def state_from_init(owner: str, state: Any, made: type | None = None) -> None:

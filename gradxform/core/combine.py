@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import jax
 
-from gradxform.core import checks
+from gradxform.core import checks, sparse
 from gradxform.core.base import GradientTransformation, public_constructor
 
 _UPDATE_POSITIONALS = 3  # updates, state, params
@@ -50,6 +50,7 @@ def _check_member_states(owner: str, state: Any, expected: int | list[str]) -> N
         )
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     r"""Applies transformations one after another.
@@ -82,7 +83,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         _check_member_states("chain", state, len(transforms))
         new_states = []
-        for tx, member_state, accepted in zip(transforms, state, filters):
+        for index, (tx, member_state, accepted) in enumerate(zip(transforms, state, filters)):
+            _check_sparse_member(index, tx, updates)
             updates, member_state = tx.update(updates, member_state, params, **accepted(extra_args))
             new_states.append(member_state)
         return updates, tuple(new_states)
@@ -90,6 +92,20 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+def _check_sparse_member(index: int, tx: Any, updates: Any) -> None:
+    """A member that is not a gradxform transformation cannot be trusted with a `RowSparse`.
+
+    Another library maps its rule over the leaf's two arrays (indices too).
+    """
+    if getattr(tx, "name", None) is None:
+        where = sparse.first_row_sparse(updates)
+        if where is not None:
+            raise sparse.not_sparse_error(
+                "chain", where, f"member {index} is not a gradxform transformation with a "
+                "row-sparse rule, and would read the leaf as its indices and values")
+
+
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
     r"""`chain` whose state is an ``OrderedDict`` keyed by member name, in the chain's order.

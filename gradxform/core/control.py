@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from gradxform.core import sparse
 from gradxform.core.base import GradientTransformation
 from gradxform.core.combine import extra_args_filter
 
@@ -18,7 +19,13 @@ def hold_updates(shapes: Any) -> Any:
     ``-0.0`` parameter into ``+0.0``). Each leaf keeps the sharding in its shape
     (set on a mesh with explicit axes), so both ``lax.cond`` branches agree.
     """
-    return jax.tree.map(lambda s: jnp.full(s.shape, -0.0, s.dtype, device=s.sharding), shapes)
+    def hold(s):
+        if isinstance(s, sparse.RowSparse):  # empty slots: nothing is written
+            indices = jnp.full(s.indices.shape, s.num_rows, s.indices.dtype)
+            return sparse.RowSparse._unchecked(indices, hold(s.values), s.num_rows, s.unique)
+        return jnp.full(s.shape, -0.0, s.dtype, device=s.sharding)
+
+    return jax.tree.map(hold, shapes, is_leaf=sparse.is_row_sparse)
 
 
 def update_or_hold(

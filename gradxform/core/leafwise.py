@@ -15,7 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import tree
+from gradxform.core import sparse, tree
 from gradxform.core.flat import FlatTree, _is_hole, _joined, is_flat
 
 
@@ -30,7 +30,7 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
     both branches).
     """
     def one_row(leaf):
-        return fn(leaf[None])[0]
+        return sparse.map_values(lambda rows: fn(rows[None])[0], leaf)
 
     if not is_flat(target):
         return tree.tree_map_skip_none(one_row, target)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, tree
+from gradxform.core import numerics, sparse, tree
 from gradxform.core.base import (
     EmptyState,
     GradientTransformation,
@@ -18,6 +19,7 @@ from gradxform.core.base import (
 )
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def identity() -> GradientTransformation:
     r"""Passes the updates through unchanged.
@@ -39,6 +41,7 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init_empty_state, update_fn)
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
     r"""A transformation without state from a function of the whole trees.
@@ -106,6 +109,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     ``None`` update leaves its parameter as it is (as ``eqx.apply_updates``
     does: integer leaves of an Equinox model get no gradient and no update).
 
+    A `RowSparse` update is added to its rows only, by a scatter into the
+    parameter: under ``jit`` with the params donated, the table is updated in
+    place and no dense update is ever built.
+
     Args:
       params: a tree of parameters.
       updates: a tree of updates of the same structure and shapes.
@@ -121,6 +128,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if u is None:
             return p
         p = jnp.asarray(p)
+        if isinstance(u, sparse.RowSparse):
+            return _add_rows(p, u)
         u = jnp.asarray(u)
         dtype = numerics.compute_dtype(p.dtype, u.dtype)
         if dtype == p.dtype == u.dtype:
@@ -128,6 +137,17 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         return (p.astype(dtype) + u.astype(dtype)).astype(p.dtype)
 
     return tree.tree_map_skip_none(add, params, updates)
+
+
+def _add_rows(p: jax.Array, u: sparse.RowSparse) -> jax.Array:
+    """``p`` plus the dense array ``u`` stands for, touching only ``u``'s rows."""
+    u = sparse.coalesce(u)
+    if u.dtype == p.dtype:
+        return sparse.scatter_add_rows(p, u.indices, u.values, unique=True)
+    rows = sparse.gather_rows(p, u.indices, unique=True)
+    dtype = numerics.compute_dtype(p.dtype, u.dtype)
+    summed = (rows.astype(dtype) + u.values.astype(dtype)).astype(p.dtype)
+    return sparse.scatter_rows(p, u.indices, summed, unique=True)
 
 
 __all__ = [

@@ -13,21 +13,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import numerics
+from gradxform.core import numerics, sparse
 from gradxform.core.paths import key_name
 
+# A `RowSparse` gradient is one leaf to the transformations, not its two arrays.
+_is_none = sparse.is_leaf_or_none
 
-def _is_none(x: Any) -> bool:
-    return x is None
+
+def _as_leaf(x: Any) -> Any:
+    return x if isinstance(x, sparse.RowSparse) else jnp.asarray(x)
+
+
+def leaves(tree: Any) -> list:
+    """``jax.tree.leaves`` with each `RowSparse` as one leaf."""
+    return jax.tree.leaves(tree, is_leaf=sparse.is_row_sparse)
+
+
+def _entries(tree: Any) -> list:
+    """The arrays whose entries make up ``tree``'s: a `RowSparse` gives its coalesced rows."""
+    return [sparse.coalesce(x).values if isinstance(x, sparse.RowSparse) else x
+            for x in leaves(tree)]
 
 
 def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:
     """``jax.tree.map`` that leaves ``None`` entries of ``tree`` as ``None``.
 
-    Leaves of ``tree`` reach ``fn`` as arrays (a Python float becomes a 0-d array).
+    Leaves of ``tree`` reach ``fn`` as arrays (a Python float becomes a 0-d
+    array), and a `RowSparse` leaf whole.
     """
     return jax.tree.map(
-        lambda x, *xs: None if x is None else fn(jnp.asarray(x), *xs),
+        lambda x, *xs: None if x is None else fn(_as_leaf(x), *xs),
         tree,
         *rest,
         is_leaf=_is_none,
@@ -105,13 +120,16 @@ def tree_copy_params(params: Any, dtype: Any = None) -> Any:
 
 
 def tree_squared_norm(tree: Any) -> jax.Array:
-    """The sum of ``|x|**2`` over every element of every leaf, in at least float32."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
+    """The sum of ``|x|**2`` over every element of every leaf, in at least float32.
+
+    A `RowSparse` leaf counts each row once, after summing its duplicates.
+    """
+    entries = _entries(tree)
+    if not entries:
         return jnp.zeros([], jnp.float32)
     parts = [
         jnp.sum(numerics.abs_sq(x.astype(numerics.compute_dtype(numerics.leaf_dtype(x)))))
-        for x in leaves
+        for x in entries
     ]
     dtype = numerics.compute_dtype(*(p.dtype for p in parts))
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
@@ -144,7 +162,7 @@ def _norm_order(ord: Any) -> Any:
 
 def _tree_abs_reduce(tree: Any, reduce: Callable, combine: Callable) -> jax.Array:
     """``combine`` over the leaves of ``reduce(|x|)``, in at least float32; 0 for no entries."""
-    parts = [reduce(jnp.abs(numerics.upcast(jnp.asarray(x)))) for x in jax.tree.leaves(tree)]
+    parts = [reduce(jnp.abs(numerics.upcast(jnp.asarray(x)))) for x in _entries(tree)]
     if not parts:
         return jnp.zeros([], jnp.float32)
     dtype = numerics.compute_dtype(*(p.dtype for p in parts))
@@ -197,7 +215,7 @@ def tree_global_norm(tree: Any, ord: int | float | str | None = 2, squared: bool
     if squared:
         return tree_squared_norm(tree)
     plain = tree_plain_norm(tree)
-    if not jax.tree.leaves(tree):
+    if not leaves(tree):
         return plain
     # Reached only when the squares overflowed, so the norm is at least 2**64 in
     # float32: entries whose scaled squares underflow (|x| < 2) change it by
@@ -208,7 +226,7 @@ def tree_global_norm(tree: Any, ord: int | float | str | None = 2, squared: bool
     scale = 2.0 ** -(jnp.finfo(plain.dtype).maxexp // 2)
 
     def rescaled():
-        scaled = tree_map_skip_none(lambda x: numerics.upcast(x, plain.dtype) * scale, tree)
+        scaled = [numerics.upcast(x, plain.dtype) * scale for x in _entries(tree)]
         return tree_plain_norm(scaled).astype(plain.dtype) / scale
 
     return jax.lax.cond(jnp.isposinf(plain), rescaled, lambda: plain)
@@ -216,7 +234,7 @@ def tree_global_norm(tree: Any, ord: int | float | str | None = 2, squared: bool
 
 def tree_count_not_finite(tree: Any) -> jax.Array:
     """The number of NaN and infinite entries over every leaf, as an int32 scalar."""
-    counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in jax.tree.leaves(tree)]
+    counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in _entries(tree)]
     return sum(counts[1:], counts[0]) if counts else jnp.zeros([], jnp.int32)
 
 
@@ -229,6 +247,8 @@ def _children(node: Any) -> tuple[Any, list]:
     """The one-level treedef of ``node`` and its ``(key, child)`` pairs; a leaf has none."""
     if node is None:
         return None, []
+    if isinstance(node, sparse.RowSparse):  # a leaf, standing for its dense array
+        return jax.tree.structure(0), []
     entries, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
     treedef = jax.tree.structure(node, is_leaf=lambda x: x is not node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf
@@ -321,9 +341,12 @@ def check_same_structure(
             raise structure_mismatch(owner, what, expected, updates, none_matches=True)
         pairs = _pairs_skip_none(expected, updates)
     else:
-        if jax.tree.structure(expected) != jax.tree.structure(updates):
+        by_leaf = sparse.is_row_sparse
+        if jax.tree.structure(expected, is_leaf=by_leaf) != jax.tree.structure(updates,
+                                                                               is_leaf=by_leaf):
             raise structure_mismatch(owner, what, expected, updates)
-        pairs = zip(jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(expected))
+        pairs = zip(jax.tree_util.tree_flatten_with_path(updates, is_leaf=by_leaf)[0],
+                    leaves(expected))
     for (path, leaf), reference in pairs:
         if np.shape(leaf) != np.shape(reference):
             where = "".join(str(key) for key in path) or "<root>"
@@ -354,7 +377,7 @@ def tree_map_multi(fn: Callable, num_outputs: int, tree: Any, *rest: Any) -> tup
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
     rest_leaves = [treedef.flatten_up_to(other) for other in rest]
     results = [
-        None if leaf is None else fn(jnp.asarray(leaf), *others)
+        None if leaf is None else fn(_as_leaf(leaf), *others)
         for leaf, *others in zip(leaves, *rest_leaves)
     ]
     return tuple(

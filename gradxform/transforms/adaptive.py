@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
@@ -30,6 +30,7 @@ class ScaleByAdagradState(NamedTuple):
     sum_of_squares: Updates
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def scale_by_adagrad(
     initial_accumulator_value: float = 0.1,
@@ -80,7 +81,8 @@ def scale_by_adagrad(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_same_structure(owner, "state", state.sum_of_squares, updates)
-        updates, sums = tree.tree_map_multi(leaf, 2, updates, state.sum_of_squares)
+        updates, sums = tree.tree_map_multi(
+            sparse.on_touched_rows(leaf, num_states=1), 2, updates, state.sum_of_squares)
         return updates, ScaleByAdagradState(sum_of_squares=sums)
 
     return GradientTransformation(init_fn, update_fn)

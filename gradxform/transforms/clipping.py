@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from gradxform.core import leafwise, numerics, tree, validation
+from gradxform.core import leafwise, numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def clip(max_delta: float) -> GradientTransformation:
     r"""Clips every element to :math:`[-\delta, \delta]`.
@@ -38,11 +39,12 @@ def clip(max_delta: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return tree.tree_map_skip_none(leaf, updates), state
+        return tree.tree_map_skip_none(lambda g: sparse.map_values(leaf, g), updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def clip_by_norm(max_norm: float) -> GradientTransformation:
     r"""Clips each leaf separately to an L2 norm of at most :math:`c` (Keras's ``clipnorm``).
@@ -84,6 +86,7 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
     return GradientTransformation(init_empty_state, update_fn)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     r"""Scales all updates down together when their global L2 norm exceeds :math:`c`.
@@ -131,6 +134,6 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
             g_c = numerics.upcast(g, norm.dtype)
             return (g_c * scale.astype(g_c.dtype)).astype(g.dtype)
 
-        return tree.tree_map_skip_none(leaf, updates), state
+        return tree.tree_map_skip_none(lambda g: sparse.map_values(leaf, g), updates), state
 
     return GradientTransformation(init_empty_state, update_fn)

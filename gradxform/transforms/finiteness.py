@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import control, numerics, tree, validation
+from gradxform.core import control, numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
 
 
@@ -20,6 +20,7 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: Any
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformation:
     r"""Skips the steps whose gradients hold a NaN or an inf (optax's ``apply_if_finite``).

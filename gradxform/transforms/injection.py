@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import numerics, validation
+from gradxform.core import numerics, sparse, validation
 from gradxform.core.base import (
     GradientTransformation,
     OptState,
@@ -214,6 +214,7 @@ def _rebuild(inner_factory, static_args, hyperparam_dtype, arguments) -> Gradien
     return inject_hyperparams(inner_factory, static_args, hyperparam_dtype)(**arguments)
 
 
+@sparse.row_sparse_rule("routes")
 def inject_hyperparams(
     inner_factory: Callable[..., GradientTransformation],
     static_args: str | Sequence[str] = (),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.core import control, numerics, tree, validation
+from gradxform.core import control, numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
 
 # The scales s for which s and 1/s are both normal float32 numbers.
@@ -81,9 +81,10 @@ def _unscale(updates: Any, loss_scale: jax.Array) -> Any:
         dtype = numerics.compute_dtype(g.dtype, loss_scale.dtype)
         return numerics.store(g.astype(dtype) / loss_scale.astype(dtype), g.dtype)
 
-    return tree.tree_map_skip_none(leaf, updates)
+    return tree.tree_map_skip_none(lambda g: sparse.map_values(leaf, g), updates)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def static_loss_scale(loss_scale: float) -> GradientTransformation:
     r"""Divides the gradients by a constant loss scale (Keras's ``loss_scale_factor``).

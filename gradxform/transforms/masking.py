@@ -6,7 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from gradxform.core import masks, tree, validation
+from gradxform.core import masks, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, init_empty_state, public_constructor
 from gradxform.core.masks import MaskedNode, MaskedState  # noqa: F401  (public here)
 
@@ -16,6 +16,7 @@ def _flags(owner: str, mask: Any, reference: Any, target: Any) -> Any:
     return masks.selection(owner, masks.prefix_on_params(owner, mask, reference), target)
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     r"""Applies ``inner`` to the leaves the mask selects; the others pass through unchanged.
@@ -66,6 +67,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def set_to_zero() -> GradientTransformation:
     r"""Replaces every update by ``-0.0``, which leaves the parameters bit-for-bit unchanged.
@@ -85,11 +87,13 @@ def set_to_zero() -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return tree.tree_map_skip_none(lambda g: jnp.full_like(g, -0.0), updates), state
+        return tree.tree_map_skip_none(
+            lambda g: sparse.map_values(lambda x: jnp.full_like(x, -0.0), g), updates), state
 
     return GradientTransformation(init_empty_state, update_fn)
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def freeze(mask: Any) -> GradientTransformation:
     r"""Freezes the parameters the mask selects: their updates are ``-0.0``.

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, Params, public_constructor
 
 
@@ -16,6 +16,7 @@ class TraceState(NamedTuple):
     trace: Params
 
 
+@sparse.row_sparse_rule("lazy")
 @public_constructor
 def trace(
     decay: float, nesterov: bool = False, accumulator_dtype: Any = None
@@ -56,7 +57,8 @@ def trace(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_same_structure(owner, "state", state.trace, updates)
-        updates, new_trace = tree.tree_map_multi(leaf, 2, updates, state.trace)
+        updates, new_trace = tree.tree_map_multi(
+            sparse.on_touched_rows(leaf, num_states=1), 2, updates, state.trace)
         return updates, TraceState(trace=new_trace)
 
     return GradientTransformation(init_fn, update_fn)

@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import tree, validation
+from gradxform.core import sparse, tree, validation
 from gradxform.core.base import (
     EmptyState, GradientTransformation, Updates, public_constructor,
 )
@@ -21,6 +21,7 @@ class RecordGlobalNormState(NamedTuple):
     global_norm: jax.Array  # float32, shape ()
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def record_global_norm() -> GradientTransformation:
     r"""Passes the updates through unchanged and keeps their global norm in the state.

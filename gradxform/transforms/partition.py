@@ -6,7 +6,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 
-from gradxform.core import flat, masks, paths, tree, validation
+from gradxform.core import flat, masks, paths, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, public_constructor
 from gradxform.core.masks import MaskedState
 
@@ -40,6 +40,7 @@ def _flags_for(owner: str, label_tree: Any, label: Any, target: Any) -> Any:
     return masks.selection(owner, prefix, target, what="labels")
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> GradientTransformation:
     r"""Applies ``transforms[label]`` to the parameters with that label (optax's ``partition``).
@@ -107,6 +108,7 @@ def partition(transforms: Mapping[Any, GradientTransformation], labels: Any) -> 
     return GradientTransformation(init_fn, update_fn)
 
 
+@sparse.row_sparse_rule("routes")
 @public_constructor
 def partition_by_patterns(
     rules: Sequence[tuple[str, GradientTransformation]],

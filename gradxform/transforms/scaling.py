@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import numerics, sparse, tree, validation
 from gradxform.core.base import (
     GradientTransformation,
     Schedule,
@@ -29,7 +29,8 @@ class ScaleByScheduleState(NamedTuple):
 
 
 def _scale_tree(factor, updates):
-    return tree.tree_map_skip_none(lambda g: numerics.scale_leaf(factor, g), updates)
+    return tree.tree_map_skip_none(
+        lambda g: sparse.map_values(lambda x: numerics.scale_leaf(factor, x), g), updates)
 
 
 def _scaled_by_schedule(
@@ -52,6 +53,7 @@ def _scaled_by_schedule(
     return GradientTransformation(init_fn, update_fn)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def scale(step_size: float | jax.Array) -> GradientTransformation:
     r"""Multiplies the updates by a constant.
@@ -79,6 +81,7 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
     return GradientTransformation(init_empty_state, update_fn)
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     r"""Multiplies the updates by a schedule of the step count.
@@ -99,6 +102,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     return _scaled_by_schedule(step_size_fn, "scale_by_schedule", "step_size_fn")
 
 
+@sparse.row_sparse_rule("exact")
 @public_constructor
 def scale_by_learning_rate(
     learning_rate: ScalarOrSchedule | None, *, flip_sign: bool = True

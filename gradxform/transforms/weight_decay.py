@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from gradxform.core import flat, masks, numerics, tree, validation
+from gradxform.core import flat, masks, numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, public_constructor
 
 
@@ -47,6 +47,10 @@ def _map_decaying(owner, decayed_leaf, updates, params, decays):
         if p is None or masks.is_static_false(decays_here):  # no parameter there: nothing to decay
             return g
         p = jnp.asarray(p)
+        if isinstance(g, sparse.RowSparse):  # only the touched rows decay
+            g = sparse.coalesce(g)
+            rows = sparse.gather_rows(p, g.indices, unique=True)
+            return sparse.with_values(g, leaf(g.values, rows, decays_here))
         dtype = numerics.compute_dtype(g.dtype, p.dtype)
         decayed = numerics.store(decayed_leaf(g.astype(dtype), p.astype(dtype)), g.dtype)
         if isinstance(decays_here, bool):
@@ -78,6 +82,7 @@ def _decay_transform(owner, state_type, weight_decay, mask, exclude_regex, leaf_
     return GradientTransformation(init_fn, update_fn)
 
 
+@sparse.row_sparse_rule("lazy")
 @public_constructor
 def add_decayed_weights(
     weight_decay: ScalarOrSchedule = 0.0,
@@ -120,6 +125,7 @@ def add_decayed_weights(
     )
 
 
+@sparse.row_sparse_rule("lazy")
 @public_constructor
 def decoupled_weight_decay(
     weight_decay: ScalarOrSchedule,
