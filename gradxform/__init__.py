@@ -110,7 +110,8 @@ from gradxform.transforms.weight_decay import (
 from gradxform.transforms.zoom_linesearch import (
     ScaleByZoomLinesearchState, ZoomLinesearchInfo, scale_by_zoom_linesearch,
 )
-from gradxform import keras, schedules
+from gradxform import keras, schedules, sparse
+from gradxform.core.sparse import RowSparse
 from gradxform.config import from_config, to_config
 from gradxform.interop import to_optax
 from gradxform.objective import value_and_grad_from_state
@@ -134,6 +135,7 @@ except _importlib_metadata.PackageNotFoundError:
 del _importlib_metadata
 
 __all__ = [
+    "RowSparse", "sparse",
     "AccumulateGradientsState", "AddDecayedWeightsState", "AddNoiseState", "ApplyEvery",
     "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "COCOBState", "ConditionallyMaskState",
     "ConditionallyTransformState", "DecoupledWeightDecayState", "DoGState", "DoWGState",

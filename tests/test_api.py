@@ -9,7 +9,9 @@ import pytest
 import gradxform as gx
 
 PACKAGE = pathlib.Path(gx.__file__).parent
-NAMESPACES = {"gx": gx, "gx.keras": gx.keras, "gx.schedules": gx.schedules}
+NAMESPACES = {
+    "gx": gx, "gx.keras": gx.keras, "gx.schedules": gx.schedules, "gx.sparse": gx.sparse,
+}
 PUBLIC = {
     f"{prefix}.{name}": getattr(namespace, name)
     for prefix, namespace in NAMESPACES.items()
@@ -60,6 +62,7 @@ def _imports(path):
             "gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.optimizers",
         )),
         ("keras", ("gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.keras")),
+        ("sparse", ("gradxform.core", "gradxform.sparse")),
     ],
 )
 def test_layers_import_only_downward(layer, allowed):
