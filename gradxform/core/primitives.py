@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -129,7 +128,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
             return p
         p = jnp.asarray(p)
         if isinstance(u, sparse.RowSparse):
-            return _add_rows(p, u)
+            return sparse.add_rows(p, u)
         u = jnp.asarray(u)
         dtype = numerics.compute_dtype(p.dtype, u.dtype)
         if dtype == p.dtype == u.dtype:
@@ -137,17 +136,6 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         return (p.astype(dtype) + u.astype(dtype)).astype(p.dtype)
 
     return tree.tree_map_skip_none(add, params, updates)
-
-
-def _add_rows(p: jax.Array, u: sparse.RowSparse) -> jax.Array:
-    """``p`` plus the dense array ``u`` stands for, touching only ``u``'s rows."""
-    u = sparse.coalesce(u)
-    if u.dtype == p.dtype:
-        return sparse.scatter_add_rows(p, u.indices, u.values, unique=True)
-    rows = sparse.gather_rows(p, u.indices, unique=True)
-    dtype = numerics.compute_dtype(p.dtype, u.dtype)
-    summed = (rows.astype(dtype) + u.values.astype(dtype)).astype(p.dtype)
-    return sparse.scatter_rows(p, u.indices, summed, unique=True)
 
 
 __all__ = [

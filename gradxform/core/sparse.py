@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform.core import numerics
+
 _TRACER = jax.core.Tracer
 
 
@@ -110,6 +112,12 @@ class RowSparse:
     def todense(self) -> jax.Array:
         """The dense array it stands for (the whole table: use only where that is meant)."""
         return densify(self)
+
+    def __radd__(self, other: Any) -> jax.Array:
+        """``table + g``: ``g``'s rows added into the table (what ``optax.apply_updates`` does)."""
+        return add_rows(jnp.asarray(other), self)
+
+    __add__ = __radd__
 
     def __repr__(self) -> str:
         return (
@@ -231,6 +239,27 @@ def scatter_add_rows(table: jax.Array, indices: jax.Array, rows: jax.Array, *,
         rows.astype(table.dtype), mode="drop", wrap_negative_indices=False,
         indices_are_sorted=unique, unique_indices=unique,
     )
+
+
+def add_rows(table: jax.Array, g: RowSparse) -> jax.Array:
+    """``table`` plus the dense array ``g`` stands for, touching only ``g``'s rows.
+
+    The sum is computed in the wider dtype and stored in the table's, row by row
+    as a dense add would. Under ``jit`` with the table donated, XLA writes the
+    rows in place.
+    """
+    if tuple(table.shape) != g.shape:
+        raise ValueError(
+            f"RowSparse: cannot add rows of a table of shape {g.shape} to an array of shape "
+            f"{tuple(table.shape)}"
+        )
+    g = coalesce(g)
+    if g.dtype == table.dtype:
+        return scatter_add_rows(table, g.indices, g.values, unique=True)
+    rows = gather_rows(table, g.indices, unique=True)
+    dtype = numerics.compute_dtype(table.dtype, g.dtype)
+    summed = (rows.astype(dtype) + g.values.astype(dtype)).astype(table.dtype)
+    return scatter_rows(table, g.indices, summed, unique=True)
 
 
 def with_values(g: RowSparse, values: jax.Array) -> RowSparse:

@@ -131,12 +131,12 @@ def ftrl(
     **Row-sparse gradients (lazy).** For a `RowSparse` gradient only the
     touched rows' :math:`n`, :math:`z` and values are read and written, and the
     update is a `RowSparse` of those rows: TensorFlow's sparse FTRL
-    (``ResourceSparseApplyFtrl``). The dense rule would move rows whose
-    gradient is zero: it rewrites every entry from its :math:`z` each step, so
-    an entry that starts nonzero goes to :math:`-z/(\ldots) = 0` at its first
-    step whatever its gradient, and :math:`\lambda_s` moves every entry. The
-    row-sparse rule leaves untouched rows as they are; when every row is
-    touched every step the two agree.
+    (``ResourceSparseApplyFtrl``). The dense rule moves rows whose gradient is
+    zero, since it rewrites every entry from its :math:`z` each step: such an
+    entry has :math:`z = 0` after the first step and goes to 0 from its
+    initial value, and with :math:`\lambda_s > 0` every entry shrinks each
+    step. The row-sparse rule leaves untouched rows as they are; when every
+    row is touched every step the two agree.
 
     Args:
       learning_rate: :math:`\eta > 0`, or a schedule ``count -> rate``.
@@ -156,8 +156,8 @@ def ftrl(
       >>> tx = gx.ftrl(learning_rate=0.1, l1_regularization_strength=0.01)
       >>> params = {"w": jnp.array([0.5, -1.0])}
       >>> updates, state = tx.update({"w": jnp.array([0.2, 0.0])}, tx.init(params), params)
-      >>> gx.apply_updates(params, updates)["w"]
-      Array([-0.0458..., 0.       ], dtype=float32)
+      >>> gx.apply_updates(params, updates)["w"].round(4)  # the zero gradient's entry goes to 0
+      Array([0.0213, 0.    ], dtype=float32)
     """
     owner = "ftrl"
     if callable(learning_rate):
