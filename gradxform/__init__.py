@@ -53,6 +53,8 @@ from gradxform.transforms.dog import (
 )
 from gradxform.transforms.factored import FactoredState, adafactor_decay_rate, scale_by_factored_rms
 from gradxform.transforms.finiteness import ApplyIfFiniteState, apply_if_finite
+from gradxform.transforms.ftrl import FtrlState, ftrl
+from gradxform.transforms.lazy_adam import ScaleByLazyAdamState, scale_by_lazy_adam
 from gradxform.transforms.injection import (
     InjectHyperparamsState, InjectStatefulHyperparamsState, inject_hyperparams,
 )
@@ -111,6 +113,7 @@ from gradxform.transforms.zoom_linesearch import (
     ScaleByZoomLinesearchState, ZoomLinesearchInfo, scale_by_zoom_linesearch,
 )
 from gradxform import keras, schedules, sparse
+from gradxform.optimizers.lazy_adam import lazy_adam
 from gradxform.core.sparse import RowSparse
 from gradxform.config import from_config, to_config
 from gradxform.interop import to_optax
@@ -135,7 +138,8 @@ except _importlib_metadata.PackageNotFoundError:
 del _importlib_metadata
 
 __all__ = [
-    "RowSparse", "sparse",
+    "FtrlState", "RowSparse", "ScaleByLazyAdamState", "ftrl", "lazy_adam", "scale_by_lazy_adam",
+    "sparse",
     "AccumulateGradientsState", "AddDecayedWeightsState", "AddNoiseState", "ApplyEvery",
     "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "COCOBState", "ConditionallyMaskState",
     "ConditionallyTransformState", "DecoupledWeightDecayState", "DoGState", "DoWGState",

@@ -247,6 +247,11 @@ FACTORIES = {
     "sgd": lambda: gx.sgd(0.1),
     "sgd_momentum": lambda: gx.sgd(0.1, momentum=0.9, nesterov=True),
     "adagrad": lambda: gx.adagrad(0.1),
+    "ftrl": lambda: gx.ftrl(0.1),
+    "ftrl_everything": lambda: gx.ftrl(
+        _decaying, learning_rate_power=-0.7, initial_accumulator_value=0.2,
+        l1_regularization_strength=1e-3, l2_regularization_strength=1e-2,
+        l2_shrinkage_regularization_strength=1e-2, beta=0.5),
     "adam": lambda: gx.adam(1e-3),
     "adam_schedule": lambda: gx.adam(_decaying),
     "adam_amsgrad": lambda: gx.adam(1e-3, amsgrad=True),

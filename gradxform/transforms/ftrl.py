@@ -105,7 +105,7 @@ def ftrl(
     l2_shrinkage_regularization_strength: float = 0.0,
     beta: float = 0.0,
 ) -> GradientTransformation:
-    r"""FTRL-Proximal: each entry's new value solved from its gradient statistics (Keras's ``Ftrl``).
+    r"""FTRL-Proximal: each entry's new value solved from its gradient statistics (Keras's Ftrl).
 
     Per entry :math:`w` with gradient :math:`g`, learning rate :math:`\eta`
     (the schedule at the step count 0, 1, 2, ...) and :math:`p` the

@@ -389,6 +389,6 @@ def test_update_without_params_raises():
     params = {"w": jnp.ones(3)}
     with pytest.raises(ValueError, match="ftrl: update needs params"):
         tx.update(params, tx.init(params))
+    both = {"w": jnp.ones(3), "v": jnp.ones(2)}
     with pytest.raises(ValueError, match="ftrl: every update needs its parameter"):
-        tx.update({"w": jnp.ones(3), "v": jnp.ones(2)}, tx.init({"w": jnp.ones(3), "v": jnp.ones(2)}),
-                  {"w": jnp.ones(3), "v": None})
+        tx.update(both, tx.init(both), {"w": jnp.ones(3), "v": None})
