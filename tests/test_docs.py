@@ -18,7 +18,7 @@ import gradxform as gx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-NAMESPACES = (gx, gx.schedules, gx.keras)
+NAMESPACES = (gx, gx.schedules, gx.keras, gx.sparse)
 
 _DIRECTIVE = re.compile(
     r"^\s*\.\. (?:auto|py:)?(module|currentmodule|function|class|data|exception|attribute)::\s*(\S+)",

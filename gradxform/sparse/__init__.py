@@ -1,11 +1,12 @@
-"""Row-sparse gradients for embedding tables: ``gx.sparse.value_and_grad`` and its lookup."""
+"""Row-sparse gradients for embedding tables: ``gx.sparse.value_and_grad`` and its lookup.
 
-from gradxform.core.sparse import RowSparse
+The gradient type itself is ``gx.RowSparse``.
+"""
+
 from gradxform.sparse.gradients import count_invalid_ids, lookup, value_and_grad
 from gradxform.sparse.tools import coalesce, densify, row_sparse_rules
 
 __all__ = [
-    "RowSparse",
     "coalesce",
     "count_invalid_ids",
     "densify",

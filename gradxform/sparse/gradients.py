@@ -239,9 +239,10 @@ def value_and_grad(
       ``checkify.checkify`` and ``err.throw()`` the error it returns;
     * ``"drop"``: they read zeros and get no gradient; `count_invalid_ids`
       counts them for logging.
- A table used other than through
-    ``lookup`` (a tied output layer) raises a `TypeError`: its gradient would be
-    dense. Train it densely by leaving it out of ``tables``.
+
+    A table used other than through ``lookup`` (a tied output layer) raises a
+    `TypeError`: its gradient would be dense. Train it densely by leaving it
+    out of ``tables``.
 
     Args:
       fun: the loss, ``fun(params, *args, lookup=..., **kwargs)``; returns a
