@@ -113,14 +113,13 @@ from gradxform.transforms.zoom_linesearch import (
     ScaleByZoomLinesearchState, ZoomLinesearchInfo, scale_by_zoom_linesearch,
 )
 from gradxform import keras, schedules, sparse
-from gradxform.optimizers.lazy_adam import lazy_adam
 from gradxform.core.sparse import RowSparse
 from gradxform.config import from_config, to_config
 from gradxform.interop import to_optax
 from gradxform.objective import value_and_grad_from_state
 from gradxform.optimizers import (
     adabelief, adadelta, adafactor, adagrad, adam, adamax, adamaxw, adamw, adan, ademamix,
-    adopt, amsgrad, cocob, dog, dowg, fromage, lamb, lars, lbfgs, lion, madgrad, muon, nadam,
+    adopt, amsgrad, cocob, dog, dowg, fromage, lamb, lars, lazy_adam, lbfgs, lion, madgrad, muon, nadam,
     nadamw, noisy_sgd, novograd, optimistic_adam, optimistic_gradient_descent, polyak_sgd,
     prodigy, radam, rmsprop, rprop, schedule_free_adamw, schedule_free_sgd, sgd, sign_sgd,
     signum, simplified_ademamix, sm3, sophia, yogi,

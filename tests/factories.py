@@ -247,6 +247,12 @@ FACTORIES = {
     "sgd": lambda: gx.sgd(0.1),
     "sgd_momentum": lambda: gx.sgd(0.1, momentum=0.9, nesterov=True),
     "adagrad": lambda: gx.adagrad(0.1),
+    "lazy_adam": lambda: gx.lazy_adam(1e-3),
+    "lazy_adam_schedule": lambda: gx.lazy_adam(_decaying, eps_hat=True),
+    "scale_by_lazy_adam": lambda: gx.scale_by_lazy_adam(),
+    "scale_by_lazy_adam_options": lambda: gx.scale_by_lazy_adam(
+        b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8, mu_dtype=jnp.bfloat16, eps_hat=True
+    ),
     "ftrl": lambda: gx.ftrl(0.1),
     "ftrl_everything": lambda: gx.ftrl(
         _decaying, learning_rate_power=-0.7, initial_accumulator_value=0.2,

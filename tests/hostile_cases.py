@@ -230,6 +230,9 @@ SPECS = {
         num_rows=[(0, ValueError), (-3, ValueError), (2.0, ValueError), (True, ValueError),
                   (None, ValueError), ("4", ValueError)],
         unique=[(1, TypeError), ("yes", TypeError), (None, TypeError)])),
+    "scale_by_lazy_adam": (gx.scale_by_lazy_adam, {}, dict(nu_dtype=DTYPE, eps_hat=BOOL, **_ADAM)),
+    "lazy_adam": (gx.lazy_adam, dict(learning_rate=0.1),
+                  dict(learning_rate=LEARNING_RATE, nu_dtype=DTYPE, eps_hat=BOOL, **_ADAM)),
     "ftrl": (gx.ftrl, {}, dict(
         learning_rate=positive(),
         learning_rate_power=real() + [(1e-3, ValueError), (0.5, ValueError)],

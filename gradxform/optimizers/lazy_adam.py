@@ -39,10 +39,9 @@ def lazy_adam(
 
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
-      >>> from gradxform.core.sparse import RowSparse
       >>> tx = gx.lazy_adam(1e-3, eps_hat=True)
       >>> params = {"emb": jnp.zeros((100, 8))}
-      >>> grad = {"emb": RowSparse(jnp.array([3, 7]), jnp.ones((2, 8)), num_rows=100)}
+      >>> grad = {"emb": gx.RowSparse(jnp.array([3, 7]), jnp.ones((2, 8)), num_rows=100)}
       >>> updates, state = tx.update(grad, tx.init(params))
       >>> int((gx.apply_updates(params, updates)["emb"] != 0).any(axis=1).sum())
       2

@@ -83,10 +83,9 @@ def scale_by_lazy_adam(
 
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
-      >>> from gradxform.core.sparse import RowSparse
       >>> tx = gx.chain(gx.scale_by_lazy_adam(), gx.scale_by_learning_rate(0.1))
       >>> table = jnp.zeros((4, 2))
-      >>> grad = RowSparse(jnp.array([1, 3, 1]), jnp.ones((3, 2)), num_rows=4)
+      >>> grad = gx.RowSparse(jnp.array([1, 3, 1]), jnp.ones((3, 2)), num_rows=4)
       >>> updates, state = tx.update({"emb": grad}, tx.init({"emb": table}))
       >>> (gx.apply_updates({"emb": table}, updates)["emb"] != 0).any(axis=1)
       Array([False,  True, False,  True], dtype=bool)
