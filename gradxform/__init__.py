@@ -119,10 +119,10 @@ from gradxform.interop import to_optax
 from gradxform.objective import value_and_grad_from_state
 from gradxform.optimizers import (
     adabelief, adadelta, adafactor, adagrad, adam, adamax, adamaxw, adamw, adan, ademamix,
-    adopt, amsgrad, cocob, dog, dowg, fromage, lamb, lars, lazy_adam, lbfgs, lion, madgrad, muon, nadam,
-    nadamw, noisy_sgd, novograd, optimistic_adam, optimistic_gradient_descent, polyak_sgd,
-    prodigy, radam, rmsprop, rprop, schedule_free_adamw, schedule_free_sgd, sgd, sign_sgd,
-    signum, simplified_ademamix, sm3, sophia, yogi,
+    adopt, amsgrad, cocob, dog, dowg, fromage, lamb, lars, lazy_adam, lbfgs, lion, madgrad,
+    muon, nadam, nadamw, noisy_sgd, novograd, optimistic_adam, optimistic_gradient_descent,
+    polyak_sgd, prodigy, radam, rmsprop, rprop, schedule_free_adamw, schedule_free_sgd, sgd,
+    sign_sgd, signum, simplified_ademamix, sm3, sophia, yogi,
 )
 from gradxform.sharding import state_shardings
 from gradxform.tree_updates import incremental_update, periodic_update
