@@ -3,6 +3,10 @@
 Run it with::
 
     python -m gradxform.demo [--epochs N] [--quick] [--plot PATH] [--seed S]
+    python -m gradxform.demo --sparse [--steps N]   # row-sparse embedding tables
+
+With ``--sparse`` it runs `gradxform.demo_sparse` instead (dense against
+row-sparse gradients on a click model; only jax and numpy needed).
 
 The 8x8 digit images bundled with scikit-learn (no download) are split once
 into train and test sets and standardised. The same MLP, from the same initial
@@ -44,6 +48,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradxform as gx
+
+if __name__ == "__main__" and "--sparse" in sys.argv[1:]:  # needs no "examples" extras
+    from gradxform.demo_sparse import main as _sparse_main
+
+    _sparse_main([arg for arg in sys.argv[1:] if arg != "--sparse"])
+    sys.exit(0)
 
 try:
     import flax.linen as nn
@@ -271,6 +281,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for the split, the init and the batch order"
     )
+    parser.add_argument(
+        "--sparse", action="store_true",
+        help="run the row-sparse embedding demo instead (see --sparse --help for its options)",
+    )
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.quick else DEFAULT_EPOCHS
@@ -329,8 +343,13 @@ def print_table(comparison: Comparison) -> None:
     print("\n" + "\n".join(notes))
 
 
-def main(argv: list[str] | None = None) -> Comparison:
+def main(argv: list[str] | None = None) -> Comparison | dict:
     """Runs the comparison, prints the results and saves the plot; returns the results."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--sparse" in argv:
+        from gradxform import demo_sparse
+
+        return demo_sparse.main([arg for arg in argv if arg != "--sparse"])
     args = parse_args(argv)
     data = load_data(args.seed)
     model = MLP(hidden=(32,) if args.quick else (128, 128))

@@ -187,6 +187,11 @@ def valid_rows(g: RowSparse) -> jax.Array:
     return (g.indices >= 0) & (g.indices < g.num_rows)
 
 
+def _per_row(flags: jax.Array, values: jax.Array) -> jax.Array:
+    """One flag per slot, shaped to broadcast against the slots' values."""
+    return flags.reshape((-1,) + (1,) * (values.ndim - 1))
+
+
 def coalesce(g: RowSparse) -> RowSparse:
     """``g`` with each touched row in one slot: indices sorted, duplicates summed.
 
@@ -194,17 +199,17 @@ def coalesce(g: RowSparse) -> RowSparse:
     differentiates a lookup sums them, so a row gets the dense gradient's bits.
     Slots left over, and those of indices outside the table, become empty
     slots (index ``num_rows``, zero values). The number of slots is unchanged,
-    so shapes stay static under ``jit``. A ``unique`` ``g`` is returned as is.
+    so shapes stay static under ``jit``. A ``unique`` ``g`` keeps its slots;
+    only the values of its empty slots are zeroed.
     """
-    if g.unique:
-        return g
-    slots = g.indices.shape[0]
     valid = valid_rows(g)
+    if g.unique:
+        return with_values(g, jnp.where(_per_row(valid, g.values), g.values, 0))
+    slots = g.indices.shape[0]
     keys = jnp.where(valid, g.indices, g.num_rows).astype(g.indices.dtype)
     rows, slot_of = jnp.unique(keys, size=slots, fill_value=g.num_rows, return_inverse=True)
-    kept = jnp.where(valid.reshape((-1,) + (1,) * (g.values.ndim - 1)), g.values, 0)
+    kept = jnp.where(_per_row(valid, g.values), g.values, 0)
     summed = jax.ops.segment_sum(kept, slot_of.reshape(-1), num_segments=slots)
-    # The slot of the empty-slot key may have gathered the dropped entries' zeros only.
     return RowSparse._unchecked(rows.astype(g.indices.dtype), summed.astype(g.values.dtype),
                                 g.num_rows, True)
 
