@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gradxform.core import sparse, tree
+from gradxform.core import numerics, sparse, tree
 from gradxform.core.flat import FlatTree, _is_hole, _joined, is_flat
 
 
@@ -54,3 +55,23 @@ def map_leafwise(fn: Callable[[jax.Array], jax.Array], target: Any) -> Any:
             blocks.append(jnp.reshape(mapped, (length,)))
         buffers.append(_joined(blocks))
     return FlatTree(buffers, layout)
+
+
+def full_per_part(params: Any, value: float) -> Any:
+    """State leaves filled with ``value``, for rules that treat a complex entry as two reals.
+
+    Each leaf has the param's dtype (float32 for float16, whose range such
+    accumulators outgrow), and a complex leaf holds ``value`` in both parts.
+    Integer, bool and ``None`` leaves get ``None``.
+    """
+
+    def fill(p):
+        if p is None or not tree.is_trainable(p):
+            return None
+        dtype = np.dtype(p.dtype if hasattr(p, "dtype") else numerics.leaf_dtype(p))
+        if numerics.real_dtype(dtype) == np.float16:
+            dtype = numerics.compute_dtype(dtype)
+        both = complex(value, value) if jnp.issubdtype(dtype, jnp.complexfloating) else value
+        return tree.tree_full_like(p, both, dtype)
+
+    return jax.tree.map(fill, params, is_leaf=lambda x: x is None)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import adam_moments, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
@@ -29,45 +29,6 @@ class ScaleByAmsgradState(NamedTuple):
     nu_max: Updates
 
 
-def _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype):
-    validation.decay_rate(owner, "b1", b1)
-    validation.decay_rate(owner, "b2", b2)
-    validation.non_negative(owner, "eps", eps)
-    validation.non_negative(owner, "eps_root", eps_root)
-    validation.float_dtype(owner, "mu_dtype", mu_dtype)
-    validation.float_dtype(owner, "nu_dtype", nu_dtype)
-
-
-def _init_moments(params, mu_dtype, nu_dtype):
-    """First moments in ``mu_dtype`` (or the params'), second in ``nu_dtype`` (or real)."""
-
-    return tree.tree_zeros_like(params, mu_dtype), tree.tree_full_like(params, 0, nu_dtype, real=True)
-
-
-def _moments(g, mu, nu, b1, b2):
-    """Both moment updates for one leaf, in the compute dtype."""
-    dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
-    real = numerics.real_dtype(dtype)
-    g_c = g.astype(dtype)
-    mu_new = numerics.moment(b1, mu.astype(dtype), g_c)
-    nu_new = numerics.moment(b2, nu.astype(real), numerics.abs_sq(g_c))
-    return g_c, mu_new, nu_new
-
-
-def _scaled(mu_hat, nu, correction_2, eps, eps_root, eps_hat):
-    """``mu_hat / (sqrt(nu / c2 + eps_root) + eps)``, or in the epsilon-hat form
-    ``mu_hat * sqrt(c2) / (sqrt(nu + eps_root) + eps)``; ``correction_2`` None: no correction."""
-    if correction_2 is None:
-        nu_hat, numerator = nu, mu_hat
-    elif eps_hat:
-        nu_hat = nu
-        numerator = mu_hat * jnp.sqrt(correction_2).astype(mu_hat.dtype)
-    else:
-        nu_hat, numerator = lax.div(nu, numerics.operand(correction_2, nu.dtype)), mu_hat
-    real = nu_hat.dtype
-    root = lax.sqrt(lax.add(nu_hat, numerics.operand(eps_root, real)))
-    denominator = lax.add(root, numerics.operand(eps, real))
-    return lax.div(numerator, lax.convert_element_type(denominator, mu_hat.dtype))
 
 
 @public_constructor
@@ -119,12 +80,12 @@ def scale_by_adam(
       >>> tx = gx.chain(gx.scale_by_adam(b1=0.9, b2=0.999), gx.scale_by_learning_rate(1e-3))
     """
     owner = "scale_by_adam"
-    _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    adam_moments.check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     validation.boolean(owner, "nesterov", nesterov)
     validation.boolean(owner, "eps_hat", eps_hat)
 
     def init_fn(params):
-        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        mu, nu = adam_moments.init_moments(params, mu_dtype, nu_dtype)
         return ScaleByAdamState(count=numerics.zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -138,7 +99,7 @@ def scale_by_adam(
         ))
 
         def leaf(g, mu, nu):
-            g_c, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
+            g_c, mu_new, nu_new = adam_moments.moments(g, mu, nu, b1, b2)
             dtype = mu_new.dtype
             correction_1, correction_2, next_correction_1 = corrections(nu_new.dtype)
             if nesterov:
@@ -148,7 +109,7 @@ def scale_by_adam(
                 )
             else:
                 mu_hat = lax.div(mu_new, numerics.operand(correction_1, dtype))
-            update = _scaled(mu_hat, nu_new, correction_2, eps, eps_root, eps_hat)
+            update = adam_moments.scaled(mu_hat, nu_new, correction_2, eps, eps_root, eps_hat)
             return (
                 numerics.store(update, g.dtype),
                 numerics.store(mu_new, mu.dtype),
@@ -206,13 +167,13 @@ def scale_by_amsgrad(
       >>> tx = gx.chain(gx.scale_by_amsgrad(), gx.scale_by_learning_rate(1e-3))
     """
     owner = "scale_by_amsgrad"
-    _check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    adam_moments.check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     validation.boolean(owner, "bias_correction_mu", bias_correction_mu)
     validation.boolean(owner, "bias_correction_nu", bias_correction_nu)
     validation.boolean(owner, "eps_hat", eps_hat)
 
     def init_fn(params):
-        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        mu, nu = adam_moments.init_moments(params, mu_dtype, nu_dtype)
         return ScaleByAmsgradState(count=numerics.zero_count(), mu=mu, nu=nu, nu_max=nu)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -224,11 +185,11 @@ def scale_by_amsgrad(
         ))
 
         def leaf(g, mu, nu, nu_max):
-            _, mu_new, nu_new = _moments(g, mu, nu, b1, b2)
+            _, mu_new, nu_new = adam_moments.moments(g, mu, nu, b1, b2)
             correction_1, correction_2 = corrections(nu_new.dtype)
             nu_max_new = jnp.maximum(nu_max.astype(nu_new.dtype), nu_new)
             mu_hat = mu_new / correction_1.astype(mu_new.dtype) if bias_correction_mu else mu_new
-            update = _scaled(
+            update = adam_moments.scaled(
                 mu_hat, nu_max_new, correction_2 if bias_correction_nu else None,
                 eps, eps_root, eps_hat,
             )

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import leafwise, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
@@ -28,27 +27,6 @@ class COCOBState(NamedTuple):
     scale: Updates
     subgradients: Updates
     reward: Updates
-
-
-def _state_dtype(p: Any) -> Any:
-    """The params' dtype, float32 (complex64) for float16."""
-    dtype = p.dtype if hasattr(p, "dtype") else numerics.leaf_dtype(p)
-    if numerics.real_dtype(dtype) == jnp.float16:
-        return jnp.float32
-    return dtype
-
-
-def _filled(params: Any, value: float) -> Any:
-    """``value`` in every entry; in both parts of a complex one (two real coordinates)."""
-
-    def fill(p):
-        if p is None or not tree.is_trainable(p):
-            return None
-        dtype = _state_dtype(p)
-        both = complex(value, value) if jnp.issubdtype(dtype, jnp.complexfloating) else value
-        return tree.tree_full_like(p, both, dtype)
-
-    return jax.tree.map(fill, params, is_leaf=lambda x: x is None)
 
 
 def _betting(alpha: Any):
@@ -108,8 +86,8 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
     def init_fn(params):
         return COCOBState(
             init_particles=tree.tree_copy_params(params),
-            cumulative_gradients=_filled(params, 0), scale=_filled(params, eps),
-            subgradients=_filled(params, 0), reward=_filled(params, 0))
+            cumulative_gradients=leafwise.full_per_part(params, 0), scale=leafwise.full_per_part(params, eps),
+            subgradients=leafwise.full_per_part(params, 0), reward=leafwise.full_per_part(params, 0))
 
     def leaf(g, p, p0, *stats):
         dtype = numerics.compute_dtype(g.dtype, p0.dtype, *(s.dtype for s in stats))

@@ -15,13 +15,13 @@ and :math:`z` (the real and imaginary parts of the state's entry).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, sparse, tree, validation
+from gradxform.core import leafwise, numerics, sparse, tree, validation
 from gradxform.core.base import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -38,27 +38,6 @@ class FtrlState(NamedTuple):
     count: jax.Array  # int32, shape ()
     accumulators: Updates
     linears: Updates
-
-
-def _state_dtype(p: Any) -> Any:
-    """The params' dtype, float32 (complex64) for float16."""
-    dtype = p.dtype if hasattr(p, "dtype") else numerics.leaf_dtype(p)
-    if numerics.real_dtype(dtype) == jnp.float16:
-        return numerics.compute_dtype(dtype)
-    return dtype
-
-
-def _filled(params: Any, value: float) -> Any:
-    """``value`` in every entry; in both parts of a complex one (two real coordinates)."""
-
-    def fill(p):
-        if p is None or not tree.is_trainable(p):
-            return None
-        dtype = _state_dtype(p)
-        both = complex(value, value) if jnp.issubdtype(dtype, jnp.complexfloating) else value
-        return tree.tree_full_like(p, both, dtype)
-
-    return jax.tree.map(fill, params, is_leaf=lambda x: x is None)
 
 
 def _rule(learning_rate_power, l1, l2, l2_shrinkage, beta):
@@ -176,8 +155,8 @@ def ftrl(
 
     def init_fn(params):
         return FtrlState(count=numerics.zero_count(),
-                         accumulators=_filled(params, initial_accumulator_value),
-                         linears=_filled(params, 0))
+                         accumulators=leafwise.full_per_part(params, initial_accumulator_value),
+                         linears=leafwise.full_per_part(params, 0))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args

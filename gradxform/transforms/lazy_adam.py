@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, sparse, tree, validation
+from gradxform.core import adam_moments, numerics, sparse, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
@@ -18,19 +17,6 @@ class ScaleByLazyAdamState(NamedTuple):
     count: jax.Array  # int32, shape ()
     mu: Updates
     nu: Updates
-
-
-def _empty_slots_to_zero(update: sparse.RowSparse) -> sparse.RowSparse:
-    """Zero updates in the empty slots, whose rows are not the table's.
-
-    Their gradient and moments read as zeros, so with ``eps = eps_root = 0`` the
-    step there would be ``0 / 0``; it writes nothing, but a transformation
-    chained after (a global norm) would read it.
-    """
-    valid = sparse.valid_rows(update)
-    mask = valid.reshape((-1,) + (1,) * (update.values.ndim - 1))
-    values = jnp.where(mask, update.values, jnp.zeros((), update.values.dtype))
-    return sparse.with_values(update, values)
 
 
 @sparse.row_sparse_rule("lazy")
@@ -91,20 +77,12 @@ def scale_by_lazy_adam(
       Array([False,  True, False,  True], dtype=bool)
     """
     owner = "scale_by_lazy_adam"
-    validation.decay_rate(owner, "b1", b1)
-    validation.decay_rate(owner, "b2", b2)
-    validation.non_negative(owner, "eps", eps)
-    validation.non_negative(owner, "eps_root", eps_root)
-    validation.float_dtype(owner, "mu_dtype", mu_dtype)
-    validation.float_dtype(owner, "nu_dtype", nu_dtype)
+    adam_moments.check_adam_arguments(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     validation.boolean(owner, "eps_hat", eps_hat)
 
     def init_fn(params):
-        return ScaleByLazyAdamState(
-            count=numerics.zero_count(),
-            mu=tree.tree_zeros_like(params, mu_dtype),
-            nu=tree.tree_full_like(params, 0, nu_dtype, real=True),
-        )
+        mu, nu = adam_moments.init_moments(params, mu_dtype, nu_dtype)
+        return ScaleByLazyAdamState(count=numerics.zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -116,21 +94,11 @@ def scale_by_lazy_adam(
         ))
 
         def leaf(g, mu, nu):
-            # scale_by_adam's arithmetic, operation for operation (the dense parity is bitwise).
-            dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
-            real = numerics.real_dtype(dtype)
-            g_c = g.astype(dtype)
-            mu_new = numerics.moment(b1, mu.astype(dtype), g_c)
-            nu_new = numerics.moment(b2, nu.astype(real), numerics.abs_sq(g_c))
+            # scale_by_adam's arithmetic (shared), so that dense leaves match it bit for bit.
+            _, mu_new, nu_new = adam_moments.moments(g, mu, nu, b1, b2)
             correction_1, correction_2 = corrections(nu_new.dtype)
-            mu_hat = lax.div(mu_new, numerics.operand(correction_1, dtype))
-            if eps_hat:
-                nu_hat = nu_new
-                numerator = mu_hat * jnp.sqrt(correction_2).astype(mu_hat.dtype)
-            else:
-                nu_hat = lax.div(nu_new, numerics.operand(correction_2, nu_new.dtype))
-                numerator = mu_hat
-            update = numerics.root_scaled(numerator, nu_hat, eps, eps_root)
+            mu_hat = lax.div(mu_new, numerics.operand(correction_1, mu_new.dtype))
+            update = adam_moments.scaled(mu_hat, nu_new, correction_2, eps, eps_root, eps_hat)
             return (
                 numerics.store(update, g.dtype),
                 numerics.store(mu_new, mu.dtype),
@@ -142,7 +110,9 @@ def scale_by_lazy_adam(
         def dispatch(g, mu, nu):
             update, mu_new, nu_new = on_rows(g, mu, nu)
             if isinstance(update, sparse.RowSparse):
-                update = _empty_slots_to_zero(update)
+                # Empty slots read zero moments: with eps = eps_root = 0 their step is 0/0.
+                # It writes nothing, but a norm chained after would read it: zero it.
+                update = sparse.coalesce(update)
             return update, mu_new, nu_new
 
         updates, mu, nu = tree.tree_map_multi(dispatch, 3, updates, state.mu, state.nu)
