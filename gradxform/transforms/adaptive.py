@@ -45,7 +45,9 @@ def scale_by_adagrad(
 
     This is optax's ``scale_by_rss``: :math:`\epsilon` is inside the root, and a
     coordinate that has only ever seen zero gradients (with :math:`a_0 = 0`)
-    gets a zero update rather than ``0/0``. Duchi et al., 2011.
+    gets a zero update rather than ``0/0``. A `RowSparse` leaf gives the dense
+    leaf's updates and sums bit for bit, computed on the touched rows only (an
+    untouched row would not move anyway). Duchi et al., 2011.
 
     Args:
       initial_accumulator_value: :math:`a_0 \ge 0`, the sum's starting value.

@@ -28,7 +28,9 @@ def trace(
         u_k = \begin{cases} g_k + \mu\, t_k & \text{nesterov} \\ t_k & \text{otherwise}\end{cases}
 
     Same as ``optax.trace``; note that unlike `ema` there is no :math:`(1-\mu)`.
-    Polyak, 1964; Sutskever et al., 2013.
+    A `RowSparse` leaf is lazy: only the touched rows' momentum is updated and
+    steps; an untouched row neither decays nor moves. Polyak, 1964; Sutskever
+    et al., 2013.
 
     Args:
       decay: the momentum :math:`\mu` in [0, 1].

@@ -100,6 +100,8 @@ def add_decayed_weights(
     decoupled decay :math:`\theta \leftarrow \theta - \eta(\hat m/(\sqrt{\hat v}+\epsilon) +
     \lambda\theta)`. Same as ``optax.add_decayed_weights``; the state always holds
     the step count, whether or not ``weight_decay`` is scheduled.
+    For a `RowSparse` update only the touched rows decay (lazy): the rest of
+    the table is not read or written.
 
     Args:
       weight_decay: :math:`\lambda \ge 0`, or a schedule ``count -> rate``.
@@ -146,7 +148,8 @@ def decoupled_weight_decay(
     `add_decayed_weights` it does not depend on where the learning rate is
     applied, so it can follow a complete optimizer:
     ``chain(gx.adam(1e-3), gx.decoupled_weight_decay(0.004, 1e-3))`` is Keras's
-    ``AdamW``. Loshchilov and Hutter, 2019.
+    ``AdamW``. For a `RowSparse` update only the touched rows decay (lazy).
+    Loshchilov and Hutter, 2019.
 
     Args:
       weight_decay: :math:`\lambda \ge 0`, or a schedule ``count -> rate``.
