@@ -180,7 +180,8 @@ class CacheFlush:
 
 def round_robin(contenders: dict[str, Callable[[], None]], warmup: int, repeats: int,
                 fresh_buffers: bool = False,
-                flush: Callable[[], None] | None = None) -> dict[str, list[float]]:
+                flush: Callable[[], None] | None = None,
+                settle: bool = False) -> dict[str, list[float]]:
     """Calls every contender ``warmup`` times, then ``repeats`` rounds of one timed
     call each, interleaved; returns each contender's per-call seconds.
 
@@ -189,7 +190,13 @@ def round_robin(contenders: dict[str, Callable[[], None]], warmup: int, repeats:
     same contender's. ``flush`` (a `CacheFlush`) runs, untimed, before every
     timed call. If ``fresh_buffers``, then before a round's timed calls each
     contender that has a ``replace_buffers`` method moves to fresh buffers, in
-    the round's order (untimed; see the module docstring for why)."""
+    the round's order (untimed; see the module docstring for why). If
+    ``settle``, each timed call follows an untimed call of the same contender
+    (before the flush), so that no step is timed right after another
+    contender's: a step that follows one which freed gigabytes of
+    temporaries can fault its own temporaries' pages in far more slowly (on
+    this VM a sparse FTRL step took 25 ms after itself, 200 ms after the
+    dense one)."""
     for _ in range(warmup):
         for call in contenders.values():
             call()
@@ -201,6 +208,8 @@ def round_robin(contenders: dict[str, Callable[[], None]], warmup: int, repeats:
             if fresh_buffers and hasattr(contenders[name], "replace_buffers"):
                 contenders[name].replace_buffers()
         for name in order:
+            if settle:
+                contenders[name]()
             if flush is not None:
                 flush()
             t0 = time.perf_counter()
