@@ -265,7 +265,7 @@ def value_and_grad(
       ...     return jnp.sum(lookup(params["embed"], ids) @ params["w"])
       >>> value, grads = gx.sparse.value_and_grad(loss, "embed")(params, jnp.array([3, 3, 7]))
       >>> grads["embed"].indices, grads["embed"].values[:2, 0]
-      (Array([3, 7, 1000], dtype=int32), Array([2., 1.], dtype=float32))
+      (Array([   3,    7, 1000], dtype=int32), Array([2., 1.], dtype=float32))
     """
     owner = _OWNER
     if not callable(fun):
