@@ -247,3 +247,33 @@ def test_flax_nnx_embed_with_nnx_optimizer():
                                rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(sparse_model.head.kernel[...], dense_model.head.kernel[...],
                                rtol=1e-6)
+
+
+def test_boxed_linen_params_keep_their_boxes_around_the_rowsparse_gradient():
+    nn = pytest.importorskip("flax.linen")
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, ids, lookup=gx.sparse.lookup):
+            embed = nn.Embed(NUM_ROWS, DIM, embedding_init=nn.with_partitioning(
+                nn.initializers.normal(), ("rows", None)))
+            if self.is_initializing():
+                embed(ids)
+            return lookup(embed.embedding, ids).sum((1, 2))
+
+    model, ids = Model(), _ids()
+    params = model.init(jax.random.key(0), ids)["params"]
+    assert isinstance(params["Embed_0"]["embedding"], nn.Partitioned)
+
+    def loss(params, ids, lookup=gx.sparse.lookup):
+        return jnp.sum(jnp.sin(model.apply({"params": params}, ids, lookup=lookup)))
+
+    _, grads = gx.sparse.value_and_grad(loss, "Embed_0/embedding")(params, ids)
+    boxed = grads["Embed_0"]["embedding"]
+    assert isinstance(boxed, nn.Partitioned) and isinstance(boxed.value, gx.RowSparse)
+    dense = jax.grad(loss)(params, ids)
+    tx = gx.adagrad(0.1)
+    sparse_params = gx.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+    dense_params = gx.apply_updates(params, tx.update(dense, tx.init(params), params)[0])
+    np.testing.assert_array_equal(sparse_params["Embed_0"]["embedding"].value,
+                                  dense_params["Embed_0"]["embedding"].value)
