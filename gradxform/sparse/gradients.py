@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from gradxform.core import paths, sparse, validation
+from gradxform.core import paths, sparse, tree, validation
 
 _MODES = ("raise", "checkify", "drop")
 _OWNER = "sparse.value_and_grad"
@@ -285,11 +285,14 @@ def value_and_grad(
         dtypes = [jnp.result_type(leaves[p]) for p in positions]
         calls = _probe(fun, args, kwargs, leaves, treedef, tables, positions, shapes, dtypes)
         deltas = [jnp.zeros(ids_shape + shapes[k][1:], dtypes[k]) for k, ids_shape in calls]
-        dense = [leaf for i, leaf in enumerate(leaves) if i not in positions]
+        # Integer and bool leaves (an Equinox model's counters) get None, as elsewhere.
+        trained = [i for i, leaf in enumerate(leaves)
+                   if i not in positions and tree.is_trainable(leaf)]
+        dense = [leaves[i] for i in trained]
 
         def inner(dense, deltas):
             full = list(leaves)
-            for i, leaf in zip([i for i in range(len(leaves)) if i not in positions], dense):
+            for i, leaf in zip(trained, dense):
                 full[i] = leaf
             resolve = _resolver(owner, tables, full, positions)
             recorded = []
@@ -313,8 +316,8 @@ def value_and_grad(
 
         (loss, (aux, recorded)), (dense_grads, row_grads) = jax.value_and_grad(
             inner, argnums=(0, 1), has_aux=True)(dense, deltas)
-        grads = list(leaves)
-        for i, grad in zip([i for i in range(len(leaves)) if i not in positions], dense_grads):
+        grads = [None] * len(leaves)
+        for i, grad in zip(trained, dense_grads):
             grads[i] = grad
         for k, position in enumerate(positions):
             mine = [c for c, (table, _) in enumerate(calls) if table == k]

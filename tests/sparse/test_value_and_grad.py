@@ -277,3 +277,30 @@ def test_boxed_linen_params_keep_their_boxes_around_the_rowsparse_gradient():
     dense_params = gx.apply_updates(params, tx.update(dense, tx.init(params), params)[0])
     np.testing.assert_array_equal(sparse_params["Embed_0"]["embedding"].value,
                                   dense_params["Embed_0"]["embedding"].value)
+
+
+def test_equinox_module_with_integer_leaves_gets_none_for_them():
+    eqx = pytest.importorskip("equinox")
+
+    class Model(eqx.Module):
+        embed: jax.Array
+        w: jax.Array
+        calls: jax.Array  # an integer counter, not trained
+
+        def __call__(self, ids, lookup):
+            return jnp.sum(jnp.tanh(lookup(self.embed, ids).sum(1) @ self.w))
+
+    params = _params()
+    model = Model(params["embed"], params["w"], jnp.int32(3))
+
+    def loss(model, ids, lookup=gx.sparse.lookup):
+        return model(ids, lookup)
+
+    _, grads = gx.sparse.value_and_grad(loss, "embed")(model, _ids())
+    assert isinstance(grads.embed, gx.RowSparse) and grads.calls is None
+    tx = gx.adagrad(0.1)
+    state = tx.init(eqx.filter(model, eqx.is_array))
+    updates, _ = tx.update(grads, state, model)
+    new = gx.apply_updates(model, updates)
+    assert int(new.calls) == 3
+    assert not np.array_equal(new.embed, model.embed)
