@@ -226,7 +226,8 @@ def value_and_grad(
     coalesced: one slot per touched row, duplicates summed in order of
     appearance (the dense gradient's sums, bit for bit, when each table is
     looked up once per call). The number of slots is the number of ids, so
-    shapes are static under ``jit``. Every other leaf gets its dense gradient.
+    shapes are static under ``jit``. Every other float leaf gets its dense
+    gradient; integer and bool leaves (an Equinox module's counters) get None.
 
     Padding ids read zeros and get no gradient. Other ids outside
     ``[0, num_rows)`` are data, and never read or write another row (no
