@@ -79,6 +79,28 @@ FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_
 DEFAULT_COMPILE = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
 
 
+def trajectory(tx, params, grads_seq, standard=False, move=False, compiler_options=FAST_COMPILE,
+               check_nans=None):
+    """``(updates, params, state)`` after each step, one compiled update reused.
+
+    ``move`` adds each step's updates to the params. ``standard``: as optax runs
+    (standard dtype promotion and, unless ``check_nans`` says otherwise, no NaN
+    checks). ``compiler_options``: `FAST_COMPILE` by default (not for bitwise
+    comparisons: without backend optimisation, XLA rounds the same program
+    differently inside a conditional); None leaves the process's options.
+    """
+    with jax.numpy_dtype_promotion("standard" if standard else "strict"), \
+            jax.debug_nans(not standard if check_nans is None else check_nans):
+        update = jax.jit(tx.update, compiler_options=compiler_options)
+        state, history = tx.init(params), []
+        for grads in grads_seq:
+            updates, state = update(grads, state, params)
+            if move:
+                params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+            history.append((updates, params, state))
+    return history
+
+
 def jit_counting_traces(fn: Callable, compiler_options: dict | None = None) -> tuple[Callable, list]:
     """``jax.jit(fn)`` and a list that grows by one each time JAX traces ``fn``."""
     traces = []

@@ -21,6 +21,8 @@
 * Every alias converges on a quadratic; errors name the alias.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,7 @@ from tests.helpers import (
     random_params,
     run_optax,
     run_updates,
+    trajectory,
 )
 from tests.transforms.test_adam import amsgrad_reference
 
@@ -73,18 +76,8 @@ PARAMS = [pytest.param(name, kwargs, id=f"{name}-{index}")
           for name, arguments in CASES.items() for index, kwargs in enumerate(arguments)]
 
 
-def _trajectory(tx, params, grads_seq, standard=False, compiler_options=None):
-    """(updates, params, state) after every jitted step, the params moved by the updates."""
-    update = jax.jit(tx.update, compiler_options=compiler_options)
-    history = []
-    with jax.numpy_dtype_promotion("standard" if standard else "strict"), \
-            jax.debug_nans(not standard):
-        state = tx.init(params)
-        for grads in grads_seq:
-            updates, state = update(grads, state, params)
-            params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-            history.append((updates, params, state))
-    return history
+# (updates, params, state) after every jitted step, the params moved by the updates.
+_trajectory = functools.partial(trajectory, move=True, compiler_options=None)
 
 
 def _assert_first_states_close(ours, theirs, rtol, context):

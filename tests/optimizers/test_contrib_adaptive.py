@@ -27,8 +27,8 @@ from tests.helpers import (
     cast_tree,
     gradient_stream,
     random_params,
+    trajectory,
 )
-from tests.transforms.test_orthogonalize import trajectory
 
 STEPS = 30
 
@@ -139,9 +139,9 @@ def test_inject_hyperparams_is_bitwise_the_plain_alias(name):
     factory, kwargs = getattr(gx, name), INJECTED[name]
     params = random_params(0, shapes=INJECTED_SHAPES)
     grads_seq = gradient_stream(params, 20, seed=4)
-    plain = trajectory(factory(**kwargs), params, grads_seq, move=True, fast=False)
+    plain = trajectory(factory(**kwargs), params, grads_seq, move=True, compiler_options=None)
     injected = trajectory(gx.inject_hyperparams(factory)(**kwargs), params, grads_seq, move=True,
-                          fast=False)
+                          compiler_options=None)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         assert_trees_bitwise_equal(u_i, u, f"{name} step {step}")
         assert_trees_bitwise_equal(p_i, p, f"{name} step {step}")

@@ -23,8 +23,13 @@ import pytest
 
 import gradxform as gx
 from gradxform.core.paths import path_string
-from tests.helpers import assert_trees_bitwise_equal, cast_tree, gradient_stream, random_params
-from tests.transforms.test_orthogonalize import trajectory
+from tests.helpers import (
+    assert_trees_bitwise_equal,
+    cast_tree,
+    gradient_stream,
+    random_params,
+    trajectory,
+)
 
 STEPS = 30
 SHAPES = {"dense": {"kernel": (6, 4), "bias": (4,)}, "blocks": [(2, 5), None, ()],
@@ -139,9 +144,9 @@ def test_inject_hyperparams_is_bitwise_the_plain_alias():
                   consistent_rms=0.2, muon_weight_dimension_numbers=_optax_dimension_numbers)
     params = random_params(0, shapes=INJECTED_SHAPES)
     grads_seq = gradient_stream(params, 20, seed=4)
-    plain = trajectory(gx.muon(**kwargs), params, grads_seq, move=True, fast=False)
+    plain = trajectory(gx.muon(**kwargs), params, grads_seq, move=True, compiler_options=None)
     injected = trajectory(gx.inject_hyperparams(gx.muon)(**kwargs), params, grads_seq, move=True,
-                          fast=False)
+                          compiler_options=None)
     for step, ((u, p, s), (u_i, p_i, s_i)) in enumerate(zip(plain, injected)):
         assert_trees_bitwise_equal(u_i, u, f"step {step}")
         assert_trees_bitwise_equal(p_i, p, f"step {step}")

@@ -12,6 +12,8 @@
 * lion, sign_sgd and signum converge on a quadratic.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,7 @@ from tests.helpers import (
     compare_with_optax,
     gradient_stream,
     random_params,
+    trajectory,
 )
 
 DTYPES = [jnp.float32, jnp.bfloat16]
@@ -52,17 +55,9 @@ def _state_dtypes(dtype, name):
     return {name: jnp.float32} if dtype in LOW_PRECISION else {}
 
 
-def _trajectory(tx, params, grads_seq, standard=False):
-    """Updates and states after each jitted step, the params moved by the updates."""
-    update = jax.jit(tx.update)
-    history = []
-    with jax.numpy_dtype_promotion("standard" if standard else "strict"):
-        state = tx.init(params)
-        for grads in grads_seq:
-            updates, state = update(grads, state, params)
-            params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-            history.append((updates, params, state))
-    return history
+# Updates, params and states after each jitted step, the params moved by the updates;
+# optax's runs keep the NaN checks on.
+_trajectory = functools.partial(trajectory, move=True, compiler_options=None, check_nans=True)
 
 
 def _compare_states(gx_tx, optax_tx, dtype, field):

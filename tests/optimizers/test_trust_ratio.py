@@ -14,6 +14,8 @@
 * Arguments are checked at construction, the error naming the alias.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,7 @@ from tests.helpers import (
     compare_with_optax,
     gradient_stream,
     random_params,
+    trajectory,
 )
 
 DTYPES = [jnp.float32, jnp.bfloat16]
@@ -77,17 +80,9 @@ def test_matches_optax(name, kwargs, dtype):
                        steps=STEPS)
 
 
-def _trajectory(tx, params, grads_seq, standard=False, compiler_options=None):
-    """Updates, params and states after each jitted step, the params moved by the updates."""
-    update = jax.jit(tx.update, compiler_options=compiler_options)
-    history = []
-    with jax.numpy_dtype_promotion("standard" if standard else "strict"):
-        state = tx.init(params)
-        for grads in grads_seq:
-            updates, state = update(grads, state, params)
-            params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-            history.append((updates, params, state))
-    return history
+# Updates, params and states after each jitted step, the params moved by the updates;
+# optax's runs keep the NaN checks on.
+_trajectory = functools.partial(trajectory, move=True, compiler_options=None, check_nans=True)
 
 
 def _moving(name, kwargs, steps=40):

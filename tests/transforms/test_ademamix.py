@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.helpers import gradient_stream, random_params
-from tests.transforms.test_orthogonalize import trajectory
+from tests.helpers import gradient_stream, random_params, trajectory
 
 STEPS = 30
 INT32_MAX = int(np.iinfo(np.int32).max)

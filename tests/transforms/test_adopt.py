@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.helpers import assert_trees_close, gradient_stream, random_params
-from tests.transforms.test_orthogonalize import trajectory
+from tests.helpers import assert_trees_close, gradient_stream, random_params, trajectory
 
 STEPS = 30
 # The decays switch on after the first step (b2 is 0 there): as optax, the switched value is a

@@ -29,7 +29,9 @@ import pytest
 from optax.contrib import _muon as optax_muon
 
 import gradxform as gx
-from tests.helpers import FAST_COMPILE, assert_trees_close, cast_tree, gradient_stream, random_params
+from tests.helpers import (
+    FAST_COMPILE, assert_trees_close, cast_tree, gradient_stream, random_params, trajectory,
+)
 
 STEPS = 30
 SHAPES = {"dense": {"kernel": (6, 4)}, "blocks": [(4, 4), None], "stack": (2, 3, 5),
@@ -66,23 +68,6 @@ CASES = [
                  id="aol-dion"),
     pytest.param({"preconditioning": "spectral", "ns_steps": 3}, id="spectral"),
 ]
-
-
-def trajectory(tx, params, grads_seq, standard=False, move=False, fast=True):
-    """``(updates, params, state)`` after each step, one compiled update reused; ``move`` adds
-    each step's updates to the params. ``standard``: as optax runs (standard promotion, no
-    NaN checks). ``fast``: compiled with `FAST_COMPILE` (not for bitwise comparisons: without
-    backend optimisation, XLA rounds the same program differently inside a conditional)."""
-    with jax.numpy_dtype_promotion("standard" if standard else "strict"), \
-            jax.debug_nans(not standard):
-        update = jax.jit(tx.update, compiler_options=FAST_COMPILE if fast else None)
-        state, history = tx.init(params), []
-        for grads in grads_seq:
-            updates, state = update(grads, state, params)
-            if move:
-                params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-            history.append((updates, params, state))
-    return history
 
 
 def run(tx, params, grads_seq, standard=False):
