@@ -82,7 +82,7 @@ class RowSparse:
                 f"got shape {tuple(values.shape)} for {indices.shape[0]} indices"
             )
         if _is_concrete(indices):
-            check_indices("RowSparse", "indices", np.asarray(indices), num_rows, unique=unique)
+            _check_indices(np.asarray(indices), num_rows, unique)
         self.indices, self.values = indices, values
         self.num_rows, self.unique = int(num_rows), bool(unique)
 
@@ -147,29 +147,21 @@ def _check_num_rows(owner: str, num_rows: Any) -> None:
         raise ValueError(f"{owner}: num_rows must be a positive int, got {num_rows!r}")
 
 
-def check_indices(owner: str, argument: str, indices: np.ndarray, num_rows: int, *,
-                  unique: bool = False, allowed_end: bool = True) -> None:
-    """Raises a `ValueError` naming ``owner`` for a concrete index outside the table.
-
-    Valid are ``0 <= i < num_rows``, and ``num_rows`` itself (an empty slot) when
-    ``allowed_end``. With ``unique``, a row may not appear twice.
-    """
-    upper = num_rows if allowed_end else num_rows - 1
-    bad = np.flatnonzero((indices < 0) | (indices > upper))
+def _check_indices(indices: np.ndarray, num_rows: int, unique: bool) -> None:
+    """Raises a `ValueError` for a concrete index outside ``[0, num_rows]`` (``num_rows``: an
+    empty slot), or, with ``unique``, for a row that appears twice."""
+    bad = np.flatnonzero((indices < 0) | (indices > num_rows))
     if bad.size:
-        position = np.unravel_index(bad[0], indices.shape)
-        where = position[0] if len(position) == 1 else tuple(int(i) for i in position)
         raise ValueError(
-            f"{owner}: {argument} must lie in [0, {num_rows}) for a table of {num_rows} rows"
-            + (f" ({num_rows} marks an empty slot)" if allowed_end else "")
-            + f", got {indices.flat[bad[0]]} at position {where}"
+            f"RowSparse: indices must lie in [0, {num_rows}) for a table of {num_rows} rows"
+            f" ({num_rows} marks an empty slot), got {indices[bad[0]]} at position {bad[0]}"
             + f" ({bad.size} out of range)" * (bad.size > 1)
         )
     if unique:
         rows, counts = np.unique(indices[indices < num_rows], return_counts=True)
         if (counts > 1).any():
             raise ValueError(
-                f"{owner}: unique=True, but {argument} repeat the rows "
+                f"RowSparse: unique=True, but indices repeat the rows "
                 f"{rows[counts > 1][:5].tolist()}"
             )
 
@@ -329,8 +321,8 @@ def row_sparse_rule(kind: str) -> Callable:
     if kind not in _KINDS:
         raise ValueError(f"row_sparse_rule: kind must be one of {_KINDS}, got {kind!r}")
 
-    def register(constructor: Callable | str) -> Callable | str:
-        ROW_SPARSE_RULES[constructor if isinstance(constructor, str) else constructor.__name__] = kind
+    def register(constructor: Callable) -> Callable:
+        ROW_SPARSE_RULES[constructor.__name__] = kind
         return constructor
 
     return register
@@ -340,7 +332,8 @@ def first_row_sparse(tree: Any) -> str | None:
     """The key path of the first `RowSparse` leaf of ``tree``, or None if it has none."""
     # Every checked update asks this while tracing: a plain scan first, paths only when needed
     # (flattening with paths costs about 10x as much on a tree of thousands of leaves).
-    if not any(isinstance(leaf, RowSparse) for leaf in jax.tree.leaves(tree, is_leaf=is_row_sparse)):
+    leaves = jax.tree.leaves(tree, is_leaf=is_row_sparse)
+    if not any(isinstance(leaf, RowSparse) for leaf in leaves):
         return None
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_row_sparse)[0]:
         if isinstance(leaf, RowSparse):

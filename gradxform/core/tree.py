@@ -16,9 +16,6 @@ import numpy as np
 from gradxform.core import numerics, sparse
 from gradxform.core.paths import key_name
 
-# A `RowSparse` gradient is one leaf to the transformations, not its two arrays.
-_is_none = sparse.is_leaf_or_none
-
 
 def _as_leaf(x: Any) -> Any:
     return x if isinstance(x, sparse.RowSparse) else jnp.asarray(x)
@@ -45,7 +42,7 @@ def tree_map_skip_none(fn: Callable, tree: Any, *rest: Any) -> Any:
         lambda x, *xs: None if x is None else fn(_as_leaf(x), *xs),
         tree,
         *rest,
-        is_leaf=_is_none,
+        is_leaf=sparse.is_leaf_or_none,
     )
 
 
@@ -75,7 +72,7 @@ def tree_full_like(tree: Any, fill_value: Any, dtype: Any = None, *, real: bool 
             return jnp.full(x.shape, fill_value, leaf_dtype, device=x.sharding)
         return jnp.full_like(x, fill_value, dtype=leaf_dtype)
 
-    return jax.tree.map(full, tree, is_leaf=_is_none)
+    return jax.tree.map(full, tree, is_leaf=sparse.is_leaf_or_none)
 
 
 def _state_dtype(x: Any, dtype: Any, real: bool) -> np.dtype:
@@ -116,7 +113,7 @@ def tree_copy_params(params: Any, dtype: Any = None) -> Any:
             return tree_full_like(x, 0, dtype)
         return jnp.array(x, dtype=_state_dtype(x, dtype, False), copy=True)
 
-    return jax.tree.map(copy, params, is_leaf=_is_none)
+    return jax.tree.map(copy, params, is_leaf=sparse.is_leaf_or_none)
 
 
 def tree_squared_norm(tree: Any) -> jax.Array:
@@ -362,7 +359,7 @@ def _pairs_skip_none(expected: Any, updates: Any) -> list:
     jax.tree_util.tree_map_with_path(
         lambda path, reference, leaf: None if reference is None or leaf is None
         else pairs.append(((path, leaf), reference)),
-        expected, updates, is_leaf=_is_none,
+        expected, updates, is_leaf=sparse.is_leaf_or_none,
     )
     return pairs
 
@@ -374,7 +371,7 @@ def tree_map_multi(fn: Callable, num_outputs: int, tree: Any, *rest: Any) -> tup
     update) rather than in one ``tree.map`` per quantity. ``None`` entries of
     ``tree`` give ``None`` in every output.
     """
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=sparse.is_leaf_or_none)
     rest_leaves = [treedef.flatten_up_to(other) for other in rest]
     results = [
         None if leaf is None else fn(_as_leaf(leaf), *others)
