@@ -146,6 +146,8 @@ def lookup(table: jax.Array, ids: Any, *, padding_id: int | None = None,
         raise ValueError(f"{owner}: table must have a row axis, got shape {table.shape}")
     ids = _int_ids(owner, ids)
     rows, _, valid = _rows(owner, "the table", table, ids, padding_id, invalid_ids)
+    # The gather already read zeros there; the select stays, as in value_and_grad's lookup:
+    # without it in both, XLA fuses the two gradients differently and their bits part.
     return jnp.where(valid.reshape(valid.shape + (1,) * (table.ndim - 1)), rows, 0)
 
 
