@@ -25,11 +25,16 @@ The same ids serve every optimizer of a table and batch.
 
 What is measured, per table x batch x optimizer, in one process:
 
+* **max_rows**: the sparse gradient's slots, set as a user would set them:
+  from 16 other batches of the same law, the most rows any of them touched,
+  times 1.25, rounded up to a multiple of 64 (``overflow="drop"``; the timed
+  batch must fit, or the run stops).
 * **The optimizer step**: ``step(params, state, grads) -> (params, state)``,
   update plus apply, jitted with params and state donated, the gradient fixed:
   the coalesced `RowSparse` gradient that ``gx.sparse.value_and_grad`` gives
-  for the batch (one slot per id, the touched rows first), against a dense
-  reference on the same gradient densified: ``optax.adagrad`` for adagrad;
+  for the batch with ``max_rows`` slots (the touched rows first), and, as a
+  second sparse contender (``sparse:per-id``), the same with one slot per id,
+  against a dense reference on the same gradient densified: ``optax.adagrad`` for adagrad;
   ``optax.adam`` for lazy Adam (dense Adam; with a fixed gradient and zero
   initial moments the untouched rows' moments stay 0 and so do their updates,
   so the two end on the same numbers here); for FTRL, which optax lacks,
@@ -68,14 +73,14 @@ What is measured, per table x batch x optimizer, in one process:
   64 MB, in place): an optimistic bound that scattered rows cannot reach.
 * **The whole train step** ``loss -> grad -> update -> apply`` (params, state
   donated; the ids an argument): sparse is ``gx.sparse.value_and_grad`` with
-  ``invalid_ids="drop"``, dense is ``jax.grad`` of the same loss through the
+  ``invalid_ids="drop"`` and ``max_rows`` (``sparse:per-id`` without), dense is ``jax.grad`` of the same loss through the
   same lookup (``gx.sparse.lookup(..., invalid_ids="drop")``) followed by the
   dense reference. Compiled from abstract shapes first, for the compile time
   and ``memory_analysis()``: peak bytes (arguments + outputs - aliased +
   temporaries) and the temporaries. A temporary buffer the size of the table
   would show in the temporaries, so ``temp_bytes < table bytes`` proves the
-  sparse step has none (it is asserted: the run exits with status 1 if not);
-  the HLO's instructions of the table's shape are listed beside it. The two
+  sparse steps have none (it is asserted: the run exits with status 1 if not);
+  the HLO's instructions of the table's shape are listed beside it. The three
   train steps are then timed round-robin, as above.
 * **Agreement**: after the timed optimizer steps (the same number for each
   contender) and after the timed train steps, the final tables are compared
@@ -84,7 +89,7 @@ What is measured, per table x batch x optimizer, in one process:
   (which must be exact). Adagrad is exact, so sparse and dense agree
   everywhere; lazy Adam agrees everywhere with these fixed gradients; FTRL's
   dense rule moves untouched rows (to 0 here), so it agrees on the touched
-  rows only.
+  rows only. The two sparse contenders must agree everywhere.
 
 The loss is ``sum(tanh(lookup(embed, ids) @ w))`` with a dense vector ``w``;
 the tables start from a fixed hash of (row, column), uniform in +-2**-7.
@@ -123,6 +128,7 @@ LARGE = 1 << 27  # 512 MB of float32
 OPTIMIZERS = ("adagrad", "lazy_adam", "ftrl")
 STREAM_FLOATS = 1 << 24  # the streaming reference: 64 MB, twice the last-level cache
 TOLERANCE = 1e-6  # agreement, absolute, on tables of magnitude <= ~1
+SLOT_SAMPLES, SLOT_MARGIN = 16, 1.25  # max_rows: batches sampled, headroom over their most rows
 
 
 class Optimizer(NamedTuple):
@@ -180,14 +186,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- data
 
-def zipf_ids(num_rows: int, batch: int, s: float, seed: int) -> np.ndarray:
-    """``batch`` int32 rows: ranks from a Zipf law bounded to ``num_rows``, permuted rows."""
+def zipf_batches(num_rows: int, batch: int, s: float, seed: int, count: int) -> np.ndarray:
+    """``count`` batches of ``batch`` int32 rows, ``(count, batch)``: ranks from a Zipf law
+    bounded to ``num_rows``, mapped to rows by one permutation."""
     rng = np.random.default_rng(seed)
     cdf = np.cumsum(np.arange(1, num_rows + 1, dtype=np.float64) ** -s)
-    ranks = np.minimum(np.searchsorted(cdf, rng.random(batch) * cdf[-1], side="right"),
+    ranks = np.minimum(np.searchsorted(cdf, rng.random((count, batch)) * cdf[-1], side="right"),
                        num_rows - 1)
     del cdf
     return rng.permutation(num_rows).astype(np.int32)[ranks]
+
+
+def zipf_ids(num_rows: int, batch: int, s: float, seed: int) -> np.ndarray:
+    """One batch of `zipf_batches`."""
+    return zipf_batches(num_rows, batch, s, seed, 1)[0]
+
+
+def slot_bound(samples: np.ndarray, margin: float = SLOT_MARGIN, multiple: int = 64) -> int:
+    """``max_rows`` as a user would set it: the most rows any sample batch touched, times
+    ``margin``, rounded up to ``multiple`` (at most the batch size)."""
+    most = max(np.unique(ids).size for ids in samples)
+    return int(min(samples.shape[1], -(-int(most * margin) // multiple) * multiple))
 
 
 def _hash_table(num_rows: int, dim: int, start: Any = 0) -> jax.Array:
@@ -252,8 +271,14 @@ def update_step(tx: Any, apply: Callable) -> Callable:
     return step
 
 
-def sparse_train_step(tx: Any) -> Callable:
-    grad_fn = gx.sparse.value_and_grad(loss, "embed", invalid_ids="drop")
+def sparse_grad(max_rows: int | None) -> Callable:
+    """``value_and_grad`` of the loss: one slot per id, or ``max_rows`` slots."""
+    return gx.sparse.value_and_grad(loss, "embed", invalid_ids="drop", max_rows=max_rows,
+                                    overflow="drop")
+
+
+def sparse_train_step(tx: Any, max_rows: int | None) -> Callable:
+    grad_fn = sparse_grad(max_rows)
 
     def step(params, state, ids):
         _, grads = grad_fn(params, ids)
@@ -379,58 +404,68 @@ def _ms(times: list[float]) -> dict:
 # ----------------------------------------------------------------------------- one case
 
 def run_case(rows: int, dim: int, batch: int, name: str, opt: Optimizer, ids_np: np.ndarray,
-             cfg: dict, phases: measure.Phases, dumps: dict) -> dict:
+             max_rows: int, cfg: dict, phases: measure.Phases, dumps: dict) -> dict:
     key = f"{rows}x{dim}/{batch}/{name}"
     table_bytes = rows * dim * 4
     case: dict[str, Any] = {"table": f"{rows}x{dim}", "rows": rows, "dim": dim, "batch": batch,
                             "optimizer": name, "dense_reference": opt.dense_label,
-                            "table_bytes": table_bytes,
+                            "table_bytes": table_bytes, "max_rows": max_rows,
                             "rounds": {"warmup": cfg["warmup"], "timed": cfg["repeats"]}}
     ids = jnp.asarray(ids_np)
     touched_np = np.unique(ids_np)
     unique = int(touched_np.size)
     case["unique_rows"] = unique
+    if unique > max_rows:
+        raise RuntimeError(f"{key}: the batch touches {unique} rows, over max_rows={max_rows}")
     tx, dtx = opt.sparse(), opt.dense()
     dense_apply = optax.apply_updates if opt.promotion else gx.apply_updates
 
-    # The fixed gradients: value_and_grad's coalesced RowSparse, and it densified.
+    # The fixed gradients: value_and_grad's coalesced RowSparse with max_rows slots, the
+    # same with one slot per id, and it densified.
     with phases(f"setup {key}"):
         init = initial_table(rows, dim)
         w = jnp.ones((dim,), jnp.float32)
-        _, grads = jax.jit(gx.sparse.value_and_grad(loss, "embed", invalid_ids="drop"))(
-            {"embed": init, "w": w}, ids)
-        g_sparse = {"embed": grads["embed"]}
-        del grads
-        assert g_sparse["embed"].unique and g_sparse["embed"].indices.shape == (batch,)
+        g_sparse, g_per_id = (
+            {"embed": jax.jit(sparse_grad(m))({"embed": init, "w": w}, ids)[1]["embed"]}
+            for m in (max_rows, None))
+        assert g_sparse["embed"].unique and g_sparse["embed"].indices.shape == (max_rows,)
+        assert g_per_id["embed"].indices.shape == (batch,)
         g_dense = {"embed": _densify(g_sparse["embed"])}
         touched = jnp.zeros((rows,), bool).at[touched_np].set(True)
-        p_sparse, p_dense = {"embed": init}, {"embed": jnp.copy(init)}
-        s_sparse, s_dense = _init(tx, p_sparse, None), _init(dtx, p_dense, opt.promotion)
-        jax.block_until_ready((g_dense, s_sparse, s_dense))
+        p_sparse, p_per_id, p_dense = ({"embed": jnp.copy(init)} for _ in range(3))
+        s_sparse, s_per_id = _init(tx, p_sparse, None), _init(tx, p_per_id, None)
+        s_dense = _init(dtx, p_dense, opt.promotion)
+        jax.block_until_ready((g_dense, s_sparse, s_per_id, s_dense))
     with phases(f"compile {key}"):
-        c_sparse, case_sparse = _compile(update_step(tx, gx.apply_updates),
-                                         (p_sparse, s_sparse, g_sparse), None,
-                                         cfg["compile_repeats"])
-        c_dense, case_dense = _compile(update_step(dtx, dense_apply),
-                                       (p_dense, s_dense, g_dense), opt.promotion,
-                                       cfg["compile_repeats"])
-    sparse = measure.JaxStepper(c_sparse, p_sparse, s_sparse, g_sparse)
-    contenders = {"sparse": sparse,
-                  "dense": measure.JaxStepper(c_dense, p_dense, s_dense, g_dense)}
-    del p_sparse, p_dense, s_sparse, s_dense, init, g_dense
-    # Block A: sparse against dense, then the agreement of their final tables.
+        compiled = {lib: _compile(update_step(t, apply), args, promo, cfg["compile_repeats"])
+                    for lib, t, apply, args, promo in (
+                        ("sparse", tx, gx.apply_updates, (p_sparse, s_sparse, g_sparse), None),
+                        ("sparse:per-id", tx, gx.apply_updates, (p_per_id, s_per_id, g_per_id),
+                         None),
+                        ("dense", dtx, dense_apply, (p_dense, s_dense, g_dense), opt.promotion))}
+    contenders = {"sparse": measure.JaxStepper(compiled["sparse"][0], p_sparse, s_sparse,
+                                               g_sparse),
+                  "sparse:per-id": measure.JaxStepper(compiled["sparse:per-id"][0], p_per_id,
+                                                      s_per_id, g_per_id),
+                  "dense": measure.JaxStepper(compiled["dense"][0], p_dense, s_dense, g_dense)}
+    sparse = contenders["sparse"]
+    del p_sparse, p_per_id, p_dense, s_sparse, s_per_id, s_dense, init, g_dense, g_per_id
+    # Block A: sparse (max_rows slots, and one per id) against dense, then the agreement of
+    # their final tables.
     with phases(f"timing {key}"):
         times, faults = _timed(contenders, cfg)
     case["optimizer_step"] = {
-        "sparse": {**case_sparse, **_ms(times["sparse"]), "steps": sparse.steps,
-                   "page_faults_per_step": faults["sparse"]},
-        "dense": {**case_dense, **_ms(times["dense"]), "steps": contenders["dense"].steps,
-                  "page_faults_per_step": faults["dense"]},
-        "dense/sparse": _timing(times, "dense", "sparse"),
-    }
+        lib: {**compiled[lib][1], **_ms(times[lib]), "steps": contenders[lib].steps,
+              "page_faults_per_step": faults[lib]} for lib in contenders}
+    case["optimizer_step"]["dense/sparse"] = _timing(times, "dense", "sparse")
+    case["optimizer_step"]["dense/sparse:per-id"] = _timing(times, "dense", "sparse:per-id")
+    del compiled
     with phases(f"check {key}"):
         final_dense = contenders.pop("dense").params["embed"]
         case["agreement"] = agreement(sparse.params["embed"], final_dense, touched, opt.agree)
+        case["agreement_per_id"] = agreement(sparse.params["embed"],
+                                             contenders.pop("sparse:per-id").params["embed"],
+                                             touched, "all")
         if cfg["dump"]:
             dumps[key] = {"initial": np.asarray(initial_table(rows, dim)),
                           "sparse": np.asarray(sparse.params["embed"]),
@@ -465,35 +500,39 @@ def run_case(rows: int, dim: int, batch: int, name: str, opt: Optimizer, ids_np:
     del contenders, sparse, g_sparse
     gc.collect()
     case["train_step"] = run_train_step(rows, dim, batch, key, tx, dtx, dense_apply, opt, ids,
-                                        touched, cfg, phases)
+                                        max_rows, touched, cfg, phases)
     return case
 
 
 def run_train_step(rows: int, dim: int, batch: int, key: str, tx: Any, dtx: Any,
-                   dense_apply: Callable, opt: Optimizer, ids: jax.Array, touched: jax.Array,
-                   cfg: dict, phases: measure.Phases) -> dict:
-    """The whole train step, sparse and dense: compiled from shapes, analysed, then timed."""
+                   dense_apply: Callable, opt: Optimizer, ids: jax.Array, max_rows: int,
+                   touched: jax.Array, cfg: dict, phases: measure.Phases) -> dict:
+    """The whole train step, sparse (``max_rows`` slots, and one per id) and dense: compiled
+    from shapes, analysed, then timed."""
     table_bytes = rows * dim * 4
     params = {"embed": jax.ShapeDtypeStruct((rows, dim), jnp.float32),
               "w": jax.ShapeDtypeStruct((dim,), jnp.float32)}
     out: dict[str, Any] = {}
     compiled = {}
     with phases(f"compile train {key}"):
-        for lib, t, fn, promo in (("sparse", tx, sparse_train_step(tx), None),
+        for lib, t, fn, promo in (("sparse", tx, sparse_train_step(tx, max_rows), None),
+                                  ("sparse:per-id", tx, sparse_train_step(tx, None), None),
                                   ("dense", dtx, dense_train_step(dtx, dense_apply),
                                    opt.promotion)):
             state = jax.eval_shape(functools.partial(_init, t, promotion=promo), params)
             compiled[lib], out[lib] = _compile(fn, (params, state, _abstract(ids)), promo,
                                                cfg["compile_repeats"])
             out[lib]["table_shaped_ops"] = table_shaped_ops(compiled[lib].as_text(), rows, dim)
-    temp = out["sparse"]["temp_bytes"]
-    out["sparse_temp_below_table"] = temp is not None and temp < table_bytes
+    out["sparse_temp_below_table"] = all(
+        out[lib]["temp_bytes"] is not None and out[lib]["temp_bytes"] < table_bytes
+        for lib in ("sparse", "sparse:per-id"))
     out["peak dense/sparse"] = (out["dense"]["peak_bytes"] / out["sparse"]["peak_bytes"]
                                 if out["sparse"]["peak_bytes"] else None)
     if cfg["train_timing"]:
         contenders = {}
         with phases(f"setup train {key}"):
-            for lib, t, promo in (("sparse", tx, None), ("dense", dtx, opt.promotion)):
+            for lib, t, promo in (("sparse", tx, None), ("sparse:per-id", tx, None),
+                                  ("dense", dtx, opt.promotion)):
                 p = {"embed": initial_table(rows, dim), "w": jnp.ones((dim,), jnp.float32)}
                 contenders[lib] = measure.JaxStepper(compiled[lib], p, _init(t, p, promo), ids)
         with phases(f"timing train {key}"):
@@ -502,6 +541,7 @@ def run_train_step(rows: int, dim: int, batch: int, key: str, tx: Any, dtx: Any,
             out[lib].update(_ms(times[lib]), steps=contenders[lib].steps,
                             page_faults_per_step=faults[lib])
         out["dense/sparse"] = _timing(times, "dense", "sparse")
+        out["dense/sparse:per-id"] = _timing(times, "dense", "sparse:per-id")
         out["agreement"] = agreement(contenders["sparse"].params["embed"],
                                      contenders["dense"].params["embed"], touched, opt.agree)
         del contenders
@@ -542,10 +582,11 @@ def _run(args: argparse.Namespace, phases: measure.Phases, dumps: dict) -> dict:
     with phases("setup"):
         jax.block_until_ready(jax.jit(lambda x: x * 2.0)(jnp.ones(8)))  # backend start-up
     for t, (rows, dim) in enumerate(_parse_tables(args.tables, sizes["tables"])):
-        # Held at once, at most (FTRL's train steps): sparse p, n, z (3 tables); dense p, n,
-        # z and its step's temporaries (6, from memory_analysis). The optimizer step holds 7
-        # (sparse 3, dense 4 with the gradient), the floor's block 6 (sparse 3, reference 3).
-        fitted, note = fit_rows(rows, dim, tables_held=9)
+        # Held at once, at most (FTRL's): the optimizer step, 10 tables (p, n, z for each of
+        # the two sparse contenders; dense p, n, z and its gradient); the train steps, 9
+        # (sparse 3 + 3; dense p, n, z and its step's temporaries, 6 from memory_analysis,
+        # compiled but not yet run); the floor's block 6 (sparse 3, reference 3).
+        fitted, note = fit_rows(rows, dim, tables_held=10)
         if note:
             results["notes"].append(note)
             print("note: " + note, flush=True)
@@ -554,7 +595,10 @@ def _run(args: argparse.Namespace, phases: measure.Phases, dumps: dict) -> dict:
                      "repeats": args.repeats or sizes["large_repeats" if large else "repeats"]}
         for b, batch in enumerate(args.batches or sizes["batches"]):
             with phases(f"setup ids {fitted}x{dim}/{batch}"):
-                ids_np = zipf_ids(fitted, batch, args.zipf, seed=1000 * t + b)
+                # The timed batch, and the batches that set max_rows from their rows touched.
+                ids_np, *samples = zipf_batches(fitted, batch, args.zipf, 1000 * t + b,
+                                                1 + SLOT_SAMPLES)
+                max_rows = slot_bound(np.stack(samples))
             for name in args.optimizers:
                 opt = opts[name]
                 if opt.sparse is None:
@@ -564,7 +608,7 @@ def _run(args: argparse.Namespace, phases: measure.Phases, dumps: dict) -> dict:
                     print(f"skipped {name}: gx.{name} is not available", flush=True)
                     continue
                 results["cases"].append(run_case(fitted, dim, batch, name, opt, ids_np,
-                                                 table_cfg, phases, dumps))
+                                                 max_rows, table_cfg, phases, dumps))
                 gc.collect()
     return results
 

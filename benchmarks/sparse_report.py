@@ -9,15 +9,14 @@ def _f(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _pair(r: dict, key: str, spec_sparse: str, spec_dense: str, sep: str) -> str:
-    """``"sparse<sep>dense"`` of ``r[lib][key]``, ``-`` where missing."""
-    return sep.join(_f(r[lib].get(key), spec)
-                    for lib, spec in (("sparse", spec_sparse), ("dense", spec_dense)))
-
-
 def _ci(t: dict) -> str:
     lo, hi = t["paired_95_CI"]
     return f"{t['paired']:.1f} ({lo:.1f}-{hi:.1f})"
+
+
+def _per_id(r: dict, spec: str) -> str:
+    """``"sparse ms (per id ms)"``: the step with ``max_rows`` slots, and with one per id."""
+    return f"{_f(r['sparse'].get('step_ms'), spec)} ({_f(r['sparse:per-id'].get('step_ms'), spec)})"
 
 
 def _rows(results: dict):
@@ -28,24 +27,25 @@ def _rows(results: dict):
 
 def print_table(results: dict) -> None:
     print("\noptimizer step (update + apply, donated, gradient fixed): sparse = gradxform on the "
-          "RowSparse gradient, dense = the dense reference on it densified; floor x = sparse time"
-          " / the measured time of the floor's bytes (ref:rows); train step = loss -> grad -> "
-          "update -> apply")
+          "RowSparse gradient with max_rows slots (in brackets: one slot per id), dense = the "
+          "dense reference on it densified; floor x = sparse time / the measured time of the "
+          "floor's bytes (ref:rows); train step = loss -> grad -> update -> apply")
     for c in results["cases"]:
         if "skipped" in c:
             print(f"  {c['table']:>12} {c['batch']:>6} {c['optimizer']:<9} skipped: "
                   f"{c['skipped']}")
-    cols = [("table", 12), ("ids (uniq)", 14), ("optimizer", 9), ("dense ref", 14),
-            ("sparse ms", 9), ("dense ms", 9), ("dense/sparse (CI)", 20), ("floor x", 7),
-            ("x stream", 8), ("train ms sp/de", 15), ("train d/s", 9),
+    cols = [("table", 12), ("ids (uniq) slots", 20), ("optimizer", 9), ("dense ref", 14),
+            ("sparse ms (id)", 15), ("dense ms", 9), ("dense/sparse (CI)", 20), ("d/s id", 6),
+            ("floor x", 7), ("x stream", 8), ("train ms sp (id)/de", 22), ("train d/s", 9),
             ("peak MB sp/de", 15), ("temp MB sp", 10), ("compile s sp/de", 15), ("agree", 5)]
     print("  ".join(n.ljust(w) for n, w in cols))
     for c, o, fl, tr in _rows(results):
-        cells = [c["table"], f"{c['batch']} ({c['unique_rows']})", c["optimizer"],
-                 c["dense_reference"], _f(o["sparse"]["step_ms"], ".3g"),
+        cells = [c["table"], f"{c['batch']} ({c['unique_rows']}) {c['max_rows']}", c["optimizer"],
+                 c["dense_reference"], _per_id(o, ".3g"),
                  _f(o["dense"]["step_ms"], ".4g"), _ci(o["dense/sparse"]),
+                 _f(o["dense/sparse:per-id"]["paired"], ".1f"),
                  _f(fl["floor_x"], ".2f"), _f(fl["floor_x_stream"], ".1f"),
-                 _pair(tr, "step_ms", ".3g", ".4g", "/"),
+                 f"{_per_id(tr, '.3g')}/{_f(tr['dense'].get('step_ms'), '.4g')}",
                  _f(tr.get("dense/sparse", {}).get("paired"), ".1f"),
                  f"{tr['sparse']['peak_bytes'] / 1e6:.4g}/{tr['dense']['peak_bytes'] / 1e6:.4g}",
                  _f(tr["sparse"]["temp_bytes"] / 1e6, ".3g"),
@@ -59,17 +59,19 @@ def print_table(results: dict) -> None:
 
 
 def print_markdown(results: dict) -> None:
-    print("\n| table | ids (unique rows) | optimizer | dense reference | sparse step ms | dense "
-          "step ms | dense / sparse (95% CI) | floor x (rows / stream) | train step ms sparse / "
-          "dense | train dense / sparse | train peak MB sparse / dense | sparse train temp MB "
-          "(vs table MB) | compile s sparse / dense |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| table | ids (unique rows) | max_rows | optimizer | dense reference | sparse step ms "
+          "(one slot per id) | dense step ms | dense / sparse (95% CI) | dense / sparse, one slot "
+          "per id | floor x (rows / stream) | train step ms sparse (one slot per id) / dense | "
+          "train dense / sparse | train peak MB sparse / dense | sparse train temp MB (vs table "
+          "MB) | compile s sparse / dense |")
+    print("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c, o, fl, tr in _rows(results):
         print(f"| {c['rows']:,} x {c['dim']} | {c['batch']:,} ({c['unique_rows']:,}) | "
-              f"{c['optimizer']} | {c['dense_reference']} | {o['sparse']['step_ms']:.3g} | "
-              f"{o['dense']['step_ms']:.4g} | {_ci(o['dense/sparse'])} | "
+              f"{c['max_rows']:,} | {c['optimizer']} | {c['dense_reference']} | "
+              f"{_per_id(o, '.3g')} | {o['dense']['step_ms']:.4g} | {_ci(o['dense/sparse'])} | "
+              f"{o['dense/sparse:per-id']['paired']:.1f} | "
               f"{fl['floor_x']:.2f} / {fl['floor_x_stream']:.1f} | "
-              f"{_pair(tr, 'step_ms', '.3g', '.4g', ' / ')} | "
+              f"{_per_id(tr, '.3g')} / {_f(tr['dense'].get('step_ms'), '.4g')} | "
               f"{_f(tr.get('dense/sparse', {}).get('paired'), '.1f')} | "
               f"{tr['sparse']['peak_bytes'] / 1e6:.4g} / {tr['dense']['peak_bytes'] / 1e6:.4g} | "
               f"{tr['sparse']['temp_bytes'] / 1e6:.3g} "
@@ -84,7 +86,8 @@ def checks(results: dict) -> tuple[list[str], list[str]]:
     lines, failed = [], []
     for c, _, _, tr in _rows(results):
         key = f"{c['table']} {c['batch']} ids {c['optimizer']}"
-        temp, table = tr["sparse"]["temp_bytes"], c["table_bytes"]
+        temp = max(tr[lib]["temp_bytes"] for lib in ("sparse", "sparse:per-id"))
+        table = c["table_bytes"]
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(tr["sparse"]["table_shaped_ops"].items()))
         if tr["sparse_temp_below_table"]:
             lines.append(f"OK   {key}: no table-sized buffer among the sparse train step's "
@@ -93,10 +96,12 @@ def checks(results: dict) -> tuple[list[str], list[str]]:
         else:
             failed.append(f"FAIL {key}: the sparse train step's temporaries ({temp}) may hold a "
                           f"table-sized buffer (table {table} bytes; table-shaped HLO: {ops})")
-        for where, a in (("optimizer step", c["agreement"]), ("train step", tr.get("agreement"))):
+        for where, a, other in (("optimizer step", c["agreement"], "dense"),
+                                ("optimizer step", c["agreement_per_id"], "one slot per id"),
+                                ("train step", tr.get("agreement"), "dense")):
             if a is None:
                 continue
-            text = (f"{key} {where}: sparse vs dense max |diff| touched "
+            text = (f"{key} {where}: sparse vs {other} max |diff| touched "
                     f"{a['max_abs_diff_touched']:.2g}, untouched {a['max_abs_diff_untouched']:.2g}"
                     f" (must agree on {a['must_agree_on']}); sparse untouched rows moved by "
                     f"{a['sparse_untouched_max_change']:.2g}")

@@ -98,28 +98,31 @@ def test_every_table_batch_and_optimizer_has_its_row(smoke):
             assert "not available" in c["skipped"], c
             continue
         assert "skipped" not in c, c
-        assert 0 < c["unique_rows"] <= c["batch"]
+        assert 0 < c["unique_rows"] <= c["max_rows"] <= c["batch"]
         step = c["optimizer_step"]
-        for lib in ("sparse", "dense"):
+        for lib in ("sparse", "sparse:per-id", "dense"):
             for key in ("step_ms", "compile_s", "peak_bytes"):
                 assert _positive_finite(step[lib][key]), (c["optimizer"], lib, key)
             assert step[lib]["steps"] == step["sparse"]["steps"] > 0
             assert len(step[lib]["step_ms_all"]) == c["rounds"]["timed"]
-        ratio = step["dense/sparse"]
-        lo, hi = ratio["paired_95_CI"]
-        assert lo <= ratio["paired"] <= hi and _positive_finite(ratio["paired"])
+        for ratio in (step["dense/sparse"], step["dense/sparse:per-id"]):
+            lo, hi = ratio["paired_95_CI"]
+            assert lo <= ratio["paired"] <= hi and _positive_finite(ratio["paired"])
         floor = c["floor"]
         assert floor["bytes"] > c["unique_rows"] * c["dim"] * 4 * 5
         for key in ("ref_rows_ms", "floor_x", "floor_x_stream", "stream_GBps"):
             assert _positive_finite(floor[key]), key
         train = c["train_step"]
-        for lib in ("sparse", "dense"):
+        for lib in ("sparse", "sparse:per-id", "dense"):
             for key in ("step_ms", "compile_s", "peak_bytes"):
                 assert _positive_finite(train[lib][key]), ("train", lib, key)
         assert train["sparse_temp_below_table"] is True
         assert train["sparse"]["temp_bytes"] < c["table_bytes"]
         assert train["dense"]["peak_bytes"] > train["sparse"]["peak_bytes"]
         assert c["agreement"]["ok"] and train["agreement"]["ok"], c
+        assert c["agreement_per_id"]["ok"], c
+    # The bound is below the batch where the batch repeats ids, so the smoke run times it.
+    assert any(c["max_rows"] < c["batch"] for c in cases if "skipped" not in c)
     assert smoke["results"]["checks_failed"] == []
 
 
@@ -150,7 +153,7 @@ def test_sparse_and_dense_final_tables_agree_where_they_should(smoke):
 
 def test_reports(smoke):
     stdout = smoke["stdout"]
-    assert "| table | ids (unique rows) | optimizer |" in stdout
+    assert "| table | ids (unique rows) | max_rows | optimizer |" in stdout
     assert "no table-sized buffer among the sparse train step's temporaries" in stdout
     results = smoke["results"]
     for key in ("jax", "optax", "gradxform", "cpu_count", "timestamp", "ids"):
@@ -169,6 +172,17 @@ def test_the_ids_follow_a_bounded_zipf_law_over_permuted_rows():
     for rank in (0, 1, 9):  # the k-th most frequent row is drawn about p_k * n times
         assert abs(counts[rank] - p[rank] * n) < 5 * math.sqrt(p[rank] * n), rank
     assert np.argmax(np.bincount(ids)) != 0  # the hot rows are scattered, not rows 0, 1, ...
+
+
+def test_max_rows_is_set_from_sample_batches_with_headroom():
+    samples = np.array([[1, 2, 3, 3], [5, 5, 5, 5], [1, 2, 3, 4]], np.int32)  # 3, 1, 4 rows
+    assert bench.slot_bound(samples, margin=1.25, multiple=2) == 4  # 5 rounded up, capped
+    assert bench.slot_bound(samples[:2], margin=1.25, multiple=2) == 4  # 3.75 -> 4
+    assert bench.slot_bound(samples[1:2], margin=2.0, multiple=1) == 2
+    batches = bench.zipf_batches(1000, 64, 1.2, seed=2, count=3)
+    assert batches.shape == (3, 64)
+    np.testing.assert_array_equal(bench.zipf_ids(1000, 64, 1.2, seed=2), bench.zipf_batches(
+        1000, 64, 1.2, seed=2, count=1)[0])
 
 
 def test_the_table_shaped_hlo_ops_and_the_initial_table():

@@ -185,33 +185,68 @@ def _per_row(flags: jax.Array, values: jax.Array) -> jax.Array:
     return flags.reshape((-1,) + (1,) * (values.ndim - 1))
 
 
-def coalesce(g: RowSparse) -> RowSparse:
+def coalesce(g: RowSparse, size: int | None = None) -> RowSparse:
     """``g`` with each touched row in one slot: indices sorted, duplicates summed.
 
     Duplicates are summed in their order of appearance, as the scatter-add that
     differentiates a lookup sums them, so a row gets the dense gradient's bits.
     Slots left over, and those of indices outside the table, become empty
-    slots (index ``num_rows``, zero values). The number of slots is unchanged,
-    so shapes stay static under ``jit``. A ``unique`` ``g`` keeps its slots;
-    only the values of its empty slots are zeroed.
+    slots (index ``num_rows``, zero values). There are ``size`` slots (default:
+    as many as ``g`` has), so shapes stay static under ``jit``; where ``g``
+    touches more rows than that, see `coalesce_counting`. A ``unique`` ``g``
+    keeps its slots; only the values of its empty slots are zeroed.
     """
-    valid = valid_rows(g)
-    if g.unique:
-        return with_values(g, jnp.where(_per_row(valid, g.values), g.values, 0))
+    return coalesce_counting(g, size)[0]
+
+
+def coalesce_counting(g: RowSparse, size: int | None = None) -> tuple[RowSparse, jax.Array]:
+    """`coalesce`, and the number of distinct rows ``g`` touches (an int32 scalar).
+
+    Where that number exceeds ``size``, the ``size`` rows that appear first in
+    ``g`` keep their slots and the others are dropped: the caller compares the
+    count with ``size`` to raise, check or log.
+    """
     slots = g.indices.shape[0]
+    size = slots if size is None else size
+    valid = valid_rows(g)
+    if g.unique and size == slots:
+        return (with_values(g, jnp.where(_per_row(valid, g.values), g.values, 0)),
+                jnp.sum(valid).astype(jnp.int32))
     keys = jnp.where(valid, g.indices, g.num_rows).astype(g.indices.dtype)
-    # One sort of the keys alone: jnp.unique's inverse sorts (key, position) pairs,
-    # which cost about 6x as much at 65,536 ids.
+    # One sort of the keys alone: jnp.unique's inverse, or a sort that carries each
+    # key's position, sorts pairs, which costs about 5x as much at 65,536 ids.
     ordered = lax.sort(keys)
-    first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
-    slot = jnp.cumsum(first.astype(jnp.int32)) - 1
-    rows = jnp.full((slots,), g.num_rows, keys.dtype).at[jnp.where(first, slot, slots)].set(
+    starts = group_starts(ordered, g.num_rows)
+    width = max(size, slots)
+    group = jnp.cumsum(starts.astype(jnp.int32)) - 1
+    rows = jnp.full((width,), g.num_rows, keys.dtype).at[jnp.where(starts, group, width)].set(
         ordered, mode="drop", unique_indices=True)
     slot_of = jnp.searchsorted(rows, keys, side="left", method="scan").astype(jnp.int32)
-    kept = jnp.where(_per_row(valid, g.values), g.values, 0)
-    summed = jax.ops.segment_sum(kept, slot_of, num_segments=slots)
-    return RowSparse._unchecked(rows.astype(g.indices.dtype), summed.astype(g.values.dtype),
-                                g.num_rows, True)
+    if size < slots:
+        # Rows may not fit: keep those that appear first in g (as a capacity keeps the
+        # first comers), and give the others' keys no slot.
+        position = lax.iota(jnp.int32, slots)
+        first = jnp.full((slots,), slots, jnp.int32).at[jnp.where(valid, slot_of, slots)].min(
+            position, mode="drop")
+        seen_first = valid & (first.at[slot_of].get(mode="fill", fill_value=-1) == position)
+        arrival = jnp.cumsum(seen_first.astype(jnp.int32)) - 1
+        kept = arrival.at[first].get(mode="fill", fill_value=size) < size
+        slot = jnp.cumsum(kept.astype(jnp.int32)) - 1
+        rows = jnp.full((size,), g.num_rows, keys.dtype).at[jnp.where(kept, slot, size)].set(
+            rows, mode="drop", unique_indices=True)
+        valid = valid & kept.at[slot_of].get(mode="fill", fill_value=False)
+        slot_of = slot.at[slot_of].get(mode="fill", fill_value=size)
+    summed = jax.ops.segment_sum(jnp.where(_per_row(valid, g.values), g.values, 0),
+                                 jnp.where(valid, slot_of, size), num_segments=size)
+    return (RowSparse._unchecked(rows.astype(g.indices.dtype), summed.astype(g.values.dtype),
+                                 g.num_rows, True),
+            jnp.sum(starts).astype(jnp.int32))
+
+
+def group_starts(ordered: jax.Array, num_rows: int) -> jax.Array:
+    """Where a new row begins among the sorted keys (empty slots, sorted last, excluded)."""
+    change = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+    return change & (ordered < num_rows)
 
 
 def densify(g: RowSparse) -> jax.Array:

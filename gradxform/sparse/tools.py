@@ -8,9 +8,10 @@ import jax
 
 from gradxform.core import sparse
 from gradxform.core.sparse import RowSparse
+from gradxform.sparse import slots
 
 
-def coalesce(g: RowSparse) -> RowSparse:
+def coalesce(g: RowSparse, size: int | None = None, *, overflow: str = "raise") -> RowSparse:
     r"""The same row-sparse array with one slot per touched row.
 
     .. math::
@@ -19,21 +20,39 @@ def coalesce(g: RowSparse) -> RowSparse:
 
     Duplicates are summed in their order of appearance (the bits of a dense
     scatter-add); leftover slots, and slots whose index lies outside the
-    table, become empty slots (index ``num_rows``, zero values). The number of
-    slots is kept, so shapes stay static under ``jit``.
+    table, become empty slots (index ``num_rows``, zero values). There are
+    ``size`` slots (default: as many as ``g`` has), so shapes stay static under
+    ``jit``. Where ``g`` touches more than ``size`` rows, ``overflow`` decides:
+    ``"raise"`` (a `ValueError` when ``g`` is concrete; under ``jit``, raised at
+    trace time asking for another mode), ``"checkify"`` (a
+    ``jax.experimental.checkify`` check) or ``"drop"`` (the ``size`` rows that
+    appear first in ``g`` are kept, the others dropped).
 
     Args:
       g: a `RowSparse`.
+      size: the number of slots of the result, a positive int; None keeps ``g``'s.
+      overflow: ``"raise"``, ``"checkify"`` or ``"drop"``, for more touched rows
+        than ``size``.
 
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
       >>> g = gx.sparse.coalesce(gx.RowSparse(jnp.array([2, 0, 2]), jnp.ones((3, 1)), 4))
       >>> g.indices, g.values[:, 0]
       (Array([0, 2, 4], dtype=int32), Array([1., 2., 0.], dtype=float32))
+      >>> gx.sparse.coalesce(g, 2).indices
+      Array([0, 2], dtype=int32)
     """
+    owner = "sparse.coalesce"
     if not isinstance(g, RowSparse):
-        raise TypeError(f"sparse.coalesce: g must be a RowSparse, got {type(g).__name__}")
-    return sparse.coalesce(g)
+        raise TypeError(f"{owner}: g must be a RowSparse, got {type(g).__name__}")
+    slots.check_overflow_mode(owner, overflow)
+    if size is None:
+        return sparse.coalesce(g)
+    size = slots.positive_int(owner, "size", size)
+    coalesced, touched = sparse.coalesce_counting(g, size)
+    if size < g.indices.shape[0]:
+        slots.check_overflow(owner, "g", touched, size, overflow, "size")
+    return coalesced
 
 
 def densify(g: RowSparse) -> jax.Array:
