@@ -173,7 +173,7 @@ def value_and_grad(
 
     Skewed ids touch far fewer rows than there are ids, and each slot costs
     time in every transformation (at 65,536 Zipf ids on 1M rows, about 10,000
-    rows: bounding the slots at 12,288 made an Adagrad step 4x faster).
+    rows: 13,184 slots made an Adagrad step 4.6x faster than 65,536).
     ``max_rows`` bounds them. How many rows a batch touches is data, so
     ``overflow`` chooses what happens when a table's lookups touch more:
 

@@ -76,7 +76,8 @@ def check_ids(owner: str, table: str, ids: jax.Array, num_rows: int, padding_id:
         checkify.check(jnp.all(valid | padding), f"{owner}: an id looked up in {table} lies "
                        f"outside {allowed}")
         return
-    if isinstance(ids, jax.core.Tracer):
+    # Under checkify (without jit) the ids stay concrete but what is computed from them is traced.
+    if isinstance(ids, jax.core.Tracer) or isinstance(valid, jax.core.Tracer):
         raise ValueError(
             f"{owner}: the ids looked up in {table} are traced (inside jit), so an id outside "
             "the table cannot raise a Python error. Choose what such ids do: "

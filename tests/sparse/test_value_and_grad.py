@@ -106,6 +106,9 @@ def test_invalid_ids_raise_outside_jit_and_ask_for_a_choice_inside():
         gx.sparse.value_and_grad(_loss, "embed")(params, bad)
     with pytest.raises(ValueError, match=r"traced.*invalid_ids='checkify'.*invalid_ids='drop'"):
         jax.jit(gx.sparse.value_and_grad(_loss, "embed"))(params, bad)
+    # checkify without jit keeps the ids concrete but traces what is computed from them.
+    with pytest.raises(ValueError, match=r"traced.*invalid_ids='checkify'"):
+        checkify.checkify(gx.sparse.value_and_grad(_loss, "embed"))(params, bad)
     with pytest.raises(ValueError, match=r"sparse.lookup.*-2"):
         gx.sparse.lookup(params["embed"], bad)
 
