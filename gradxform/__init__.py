@@ -67,7 +67,7 @@ from gradxform.transforms.loss_scaling import (
 from gradxform.transforms.madgrad import MadgradState, scale_by_madgrad
 from gradxform.transforms.masking import MaskedNode, MaskedState, freeze, masked, set_to_zero
 from gradxform.transforms.mechanic import MechanicState, mechanize
-from gradxform.transforms.momentum import EmaState, TraceState, ema, trace
+from gradxform.transforms.momentum import DampenedTraceState, EmaState, TraceState, ema, trace
 from gradxform.transforms.monitoring import (
     MonitorState, RecordGlobalNormState, SnapshotState, monitor, record_global_norm, snapshot,
 )
@@ -112,7 +112,7 @@ from gradxform.transforms.weight_decay import (
 from gradxform.transforms.zoom_linesearch import (
     ScaleByZoomLinesearchState, ZoomLinesearchInfo, scale_by_zoom_linesearch,
 )
-from gradxform import keras, schedules, sparse
+from gradxform import keras, schedules, sparse, torch
 from gradxform.core.sparse import RowSparse
 from gradxform.config import from_config, to_config
 from gradxform.interop import to_optax
@@ -138,7 +138,7 @@ del _importlib_metadata
 
 __all__ = [
     "FtrlState", "RowSparse", "ScaleByLazyAdamState", "ftrl", "lazy_adam", "scale_by_lazy_adam",
-    "sparse",
+    "sparse", "torch", "DampenedTraceState",
     "AccumulateGradientsState", "AddDecayedWeightsState", "AddNoiseState", "ApplyEvery",
     "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "COCOBState", "ConditionallyMaskState",
     "ConditionallyTransformState", "DecoupledWeightDecayState", "DoGState", "DoWGState",

@@ -20,7 +20,8 @@ anything else is an object tagged by ``"type"``:
   "shape": [...], "data": nested values}``, plus ``"weak_type": true`` when so.
 
 Qualified names come from the ``__all__`` of ``gradxform`` (no prefix),
-``gradxform.schedules`` (``schedules.``) and ``gradxform.keras`` (``keras.``).
+``gradxform.schedules`` (``schedules.``), ``gradxform.keras`` (``keras.``) and
+``gradxform.torch`` (``torch.``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _registry() -> dict[str, Any]:
         import gradxform  # here, not at the top: gradxform imports this module
 
         for prefix, namespace in (("", gradxform), ("schedules.", gradxform.schedules),
-                                  ("keras.", gradxform.keras)):
+                                  ("keras.", gradxform.keras), ("torch.", gradxform.torch)):
             _REGISTRY.update((prefix + name, getattr(namespace, name)) for name in namespace.__all__
                              if callable(getattr(namespace, name)))
     return _REGISTRY

@@ -511,6 +511,28 @@ FACTORIES = {
                          gradient_accumulation_steps=3),
         initial_scale=2.0**4, dynamic_growth_steps=2,
     ),
+    "keras_sgd_everything": lambda: gx.keras.sgd(
+        gx.keras.ExponentialDecay(0.1, 4, 0.5), momentum=0.9, nesterov=True, weight_decay=0.01,
+        clipnorm=1.0, use_ema=True, loss_scale_factor=4.0, gradient_accumulation_steps=2),
+    "keras_rmsprop_everything": lambda: gx.keras.rmsprop(
+        0.01, rho=0.8, momentum=0.5, epsilon=1e-6, centered=True, global_clipnorm=1.0,
+        weight_decay=0.01, exclude_from_weight_decay=["bias"]),
+    "keras_lion": lambda: gx.keras.lion(1e-3, beta_1=0.95, beta_2=0.98, clipvalue=0.5),
+    "keras_adamw": lambda: gx.keras.adamw(1e-3, amsgrad=True, use_ema=True,
+                                          ema_overwrite_frequency=3),
+    "keras_adamax": lambda: gx.keras.adamax(2e-3, weight_decay=0.01,
+                                            gradient_accumulation_steps=3),
+    "keras_adadelta": lambda: gx.keras.adadelta(1.0, rho=0.9, epsilon=1e-6, clipnorm=1.0),
+    "torch_sgd_everything": lambda: gx.torch.SGD(
+        lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3, maximize=True),
+    "torch_sgd_nesterov": lambda: gx.torch.SGD(lr=0.1, momentum=0.9, nesterov=True),
+    "torch_adagrad_everything": lambda: gx.torch.Adagrad(
+        lr=0.1, lr_decay=0.01, weight_decay=1e-3, initial_accumulator_value=0.1, eps=1e-8),
+    "torch_adam_everything": lambda: gx.torch.Adam(
+        lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, amsgrad=True, maximize=True),
+    "torch_adamw": lambda: gx.torch.AdamW(lr=1e-3),
+    "torch_rmsprop_everything": lambda: gx.torch.RMSprop(
+        lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=1e-3, momentum=0.9, centered=True),
     "from_config": lambda: gx.from_config(gx.to_config(_keras_adam_everything())),
     "to_optax": lambda: gx.to_optax(WRAPPED_BY_FOREIGN["to_optax"]()),
 }
@@ -524,6 +546,17 @@ UNNAMED_CONSTRUCTORS = {
     "keras.adam": ["keras_adam", "keras_adam_everything", "inject_keras_adam"],
     "keras.adagrad": ["keras_adagrad_everything"],
     "keras.loss_scale_optimizer": ["keras_adagrad_everything"],
+    "keras.sgd": ["keras_sgd_everything"],
+    "keras.rmsprop": ["keras_rmsprop_everything"],
+    "keras.lion": ["keras_lion"],
+    "keras.adamw": ["keras_adamw"],
+    "keras.adamax": ["keras_adamax"],
+    "keras.adadelta": ["keras_adadelta"],
+    "torch.SGD": ["torch_sgd_everything", "torch_sgd_nesterov"],
+    "torch.Adagrad": ["torch_adagrad_everything"],
+    "torch.Adam": ["torch_adam_everything"],
+    "torch.AdamW": ["torch_adamw"],
+    "torch.RMSprop": ["torch_rmsprop_everything"],
     "to_optax": ["to_optax"],
     "from_config": ["from_config"],
 }

@@ -115,6 +115,12 @@ def _keras_base(**own):
     )
 
 
+# torch's (beta1, beta2): a pair of rates.
+_TORCH_BETAS = [(0.9, TypeError), ((0.9,), TypeError), (None, TypeError),
+                (("0.9", 0.999), TypeError), ((0.9, 1.0), ValueError), ((-0.1, 0.999), ValueError),
+                ((0.9, NAN), ValueError)]
+
+
 def _keras_schedule(**own):
     return dict(initial_learning_rate=real(), name=NAME, **own)
 
@@ -189,7 +195,7 @@ _ADAM_FAMILY_SPECS = {
     "scale_by_yogi": (gx.scale_by_yogi, {},
                       dict(_MOMENTS, eps_root=non_negative(), initial_accumulator_value=positive())),
     "scale_by_radam": (gx.scale_by_radam, {}, _RADAM),
-    "scale_by_adamax": (gx.scale_by_adamax, {}, _MOMENTS),
+    "scale_by_adamax": (gx.scale_by_adamax, {}, dict(_MOMENTS, eps_in_max=BOOL)),
     "scale_by_novograd": (gx.scale_by_novograd, {}, dict(_NOVOGRAD, mu_dtype=DTYPE)),
     "adabelief": (gx.adabelief, dict(learning_rate=0.1), dict(_BELIEF, learning_rate=LEARNING_RATE)),
     "adamax": (gx.adamax, dict(learning_rate=0.1), dict(_MOMENTS, learning_rate=LEARNING_RATE)),
@@ -476,12 +482,13 @@ SPECS = {
     "scale": (gx.scale, {}, dict(step_size=real())),
     "scale_by_adagrad": (gx.scale_by_adagrad, {},
                          dict(initial_accumulator_value=non_negative(), eps=non_negative(),
-                              accumulator_dtype=DTYPE)),
+                              accumulator_dtype=DTYPE, eps_in_sqrt=BOOL)),
     "scale_by_adam": (gx.scale_by_adam, {},
-                      dict(nu_dtype=DTYPE, nesterov=BOOL, eps_hat=BOOL, **_ADAM)),
+                      dict(nu_dtype=DTYPE, nesterov=BOOL, eps_hat=BOOL,
+                           accurate_bias_correction=BOOL, **_ADAM)),
     "scale_by_amsgrad": (gx.scale_by_amsgrad, {},
                          dict(nu_dtype=DTYPE, bias_correction_mu=BOOL, bias_correction_nu=BOOL,
-                              eps_hat=BOOL, **_ADAM)),
+                              eps_hat=BOOL, accurate_bias_correction=BOOL, **_ADAM)),
     "scale_by_learning_rate": (gx.scale_by_learning_rate, dict(learning_rate=0.1),
                                dict(learning_rate=LEARNING_RATE, flip_sign=BOOL)),
     "scale_by_lion": (gx.scale_by_lion, {},
@@ -578,7 +585,8 @@ SPECS = {
                        + [(gx.adam, TypeError, "<function adam>")])),
     "to_optax": (gx.to_optax, {}, dict(tx=TX)),
     "trace": (gx.trace, dict(decay=0.9),
-              dict(decay=rate(allow_one=True), nesterov=BOOL, accumulator_dtype=DTYPE)),
+              dict(decay=rate(allow_one=True), nesterov=BOOL, accumulator_dtype=DTYPE,
+                   dampening=rate(optional=True, allow_one=True))),
     "tree_global_norm": (
         gx.tree_global_norm, dict(tree={"a": ARRAY2}),
         dict(ord=[(3, ValueError), (0, ValueError), (-1, ValueError), (2.5, ValueError),
@@ -595,6 +603,47 @@ SPECS = {
     "keras.adam": (gx.keras.adam, {},
                    _keras_base(learning_rate=KERAS_LR, epsilon=positive(), beta_1=rate(),
                                beta_2=rate(), amsgrad=BOOL)),
+    "keras.adamw": (gx.keras.adamw, {},
+                    _keras_base(learning_rate=KERAS_LR, epsilon=positive(), beta_1=rate(),
+                                beta_2=rate(), amsgrad=BOOL,
+                                weight_decay=WRONG_TYPE + NONFINITE + NEGATIVE + [
+                                    (None, ValueError)])),  # None: Keras's ValueError
+    "keras.adamax": (gx.keras.adamax, {},
+                     _keras_base(learning_rate=KERAS_LR, epsilon=positive(), beta_1=rate(),
+                                 beta_2=rate())),
+    "keras.adadelta": (gx.keras.adadelta, {},
+                       _keras_base(learning_rate=KERAS_LR, epsilon=positive(),
+                                   rho=rate(allow_one=True))),
+    "keras.sgd": (gx.keras.sgd, {},
+                  _keras_base(learning_rate=KERAS_LR, nesterov=BOOL,
+                              momentum=WRONG_TYPE + NONFINITE + NEGATIVE + [(None, TypeError),
+                                                                              (1.5, ValueError)])),
+    "keras.rmsprop": (gx.keras.rmsprop, {},
+                      _keras_base(learning_rate=KERAS_LR, rho=rate(), momentum=rate(),
+                                  epsilon=positive(), centered=BOOL)),
+    "keras.lion": (gx.keras.lion, {},
+                   _keras_base(learning_rate=KERAS_LR, beta_2=rate(allow_one=True),
+                               beta_1=WRONG_TYPE + NONFINITE + NEGATIVE + [
+                                   (None, TypeError), (0.0, ValueError), (1.5, ValueError)])),
+    # --- PyTorch presets
+    "torch.SGD": (gx.torch.SGD, {},
+                  dict(lr=non_negative(), momentum=rate(allow_one=True),
+                       dampening=rate(allow_one=True), weight_decay=non_negative(),
+                       nesterov=BOOL, maximize=BOOL)),
+    "torch.Adagrad": (gx.torch.Adagrad, {},
+                      dict(lr=non_negative(), lr_decay=non_negative(), weight_decay=non_negative(),
+                           initial_accumulator_value=non_negative(), eps=non_negative(),
+                           maximize=BOOL)),
+    "torch.Adam": (gx.torch.Adam, {}, dict(lr=non_negative(), betas=_TORCH_BETAS,
+                                           eps=non_negative(), weight_decay=non_negative(),
+                                           amsgrad=BOOL, maximize=BOOL)),
+    "torch.AdamW": (gx.torch.AdamW, {}, dict(lr=non_negative(), betas=_TORCH_BETAS,
+                                             eps=non_negative(), weight_decay=non_negative(),
+                                             amsgrad=BOOL, maximize=BOOL)),
+    "torch.RMSprop": (gx.torch.RMSprop, {},
+                      dict(lr=non_negative(), alpha=rate(), eps=non_negative(),
+                           weight_decay=non_negative(), momentum=rate(allow_one=True),
+                           centered=BOOL, maximize=BOOL)),
     "keras.loss_scale_optimizer": (
         gx.keras.loss_scale_optimizer, dict(inner=SGD),
         dict(inner=TX, initial_scale=positive() + _SCALE_OUT_OF_RANGE, dynamic_growth_steps=count(),

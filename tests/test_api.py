@@ -11,6 +11,7 @@ import gradxform as gx
 PACKAGE = pathlib.Path(gx.__file__).parent
 NAMESPACES = {
     "gx": gx, "gx.keras": gx.keras, "gx.schedules": gx.schedules, "gx.sparse": gx.sparse,
+    "gx.torch": gx.torch,
 }
 PUBLIC = {
     f"{prefix}.{name}": getattr(namespace, name)
@@ -63,6 +64,7 @@ def _imports(path):
         )),
         ("keras", ("gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.keras")),
         ("sparse", ("gradxform.core", "gradxform.sparse")),
+        ("torch", ("gradxform.core", "gradxform.transforms", "gradxform.schedules", "gradxform.torch")),
     ],
 )
 def test_layers_import_only_downward(layer, allowed):
@@ -87,7 +89,8 @@ def test_runtime_needs_no_optax():
         ]
         for node in top_level:
             names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            assert not any(n and n.split(".")[0] in ("optax", "flax", "keras") for n in names), path
+            assert not any(n and n.split(".")[0] in ("optax", "flax", "keras", "torch")
+                           for n in names), path
 
 
 def test_all_lists_exactly_what_init_imports():

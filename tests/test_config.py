@@ -478,8 +478,8 @@ MALFORMED = {
         r"'transformation' must be a transformation, got \{'type': 'schedule'"),
     "unknown_name": (lambda c: tx_node(c).update(name="chainz"),
                      r"unknown name 'chainz' \(not in the __all__.*\) at transformation\.name"),
-    "unknown_nested_name": (lambda c: adam_node(c).update(name="keras.adamw"),
-                            r"unknown name 'keras\.adamw' .* at transformation\.args\[1\]\.name"),
+    "unknown_nested_name": (lambda c: adam_node(c).update(name="keras.adamz"),
+                            r"unknown name 'keras\.adamz' .* at transformation\.args\[1\]\.name"),
     "unknown_schedule": (
         lambda c: adam_node(c)["kwargs"]["learning_rate"].update(name="schedules.nope"),
         r"unknown name 'schedules\.nope' .* at "

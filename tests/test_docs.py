@@ -1,6 +1,6 @@
 """The documentation site in docs/: it lists every public name, and Sphinx builds it without a warning.
 
-Each name of ``gx.__all__``, ``gx.schedules.__all__`` and ``gx.keras.__all__``
+Each name of ``gx.__all__`` and of ``gx.schedules``, ``gx.keras``, ``gx.sparse`` and ``gx.torch``
 has its own ``auto*`` (or ``py:``) directive in docs/**/*.rst, so a new public
 name without documentation fails here, as does a directive for a name that is
 no longer public.
@@ -18,7 +18,7 @@ import gradxform as gx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-NAMESPACES = (gx, gx.schedules, gx.keras, gx.sparse)
+NAMESPACES = (gx, gx.schedules, gx.keras, gx.sparse, gx.torch)
 
 _DIRECTIVE = re.compile(
     r"^\s*\.\. (?:auto|py:)?(module|currentmodule|function|class|data|exception|attribute)::\s*(\S+)",

@@ -1,7 +1,8 @@
 """Keras 3 presets and learning-rate schedules: ``gx.keras.adam(...)`` reproduces Keras's Adam."""
 
 from gradxform.keras.loss_scale import loss_scale_optimizer
-from gradxform.keras.presets import adagrad, adam
+from gradxform.keras.momentum import lion, rmsprop, sgd
+from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw
 from gradxform.schedules.keras import (
     CosineDecay,
     CosineDecayRestarts,
@@ -18,7 +19,13 @@ __all__ = [
     "InverseTimeDecay",
     "PiecewiseConstantDecay",
     "PolynomialDecay",
+    "adadelta",
     "adagrad",
     "adam",
+    "adamax",
+    "adamw",
+    "lion",
     "loss_scale_optimizer",
+    "rmsprop",
+    "sgd",
 ]

@@ -147,6 +147,14 @@ class KerasBase(NamedTuple):
     exclude_from_weight_decay: Any
 
 
+def checked_base(owner: str, arguments: dict) -> KerasBase:
+    """The shared arguments from a preset's ``locals()``, checked (``name`` and ``kwargs`` too)."""
+    base = KerasBase(**{field: arguments[field] for field in KerasBase._fields})
+    check_base_arguments(owner, base, arguments["kwargs"])
+    validation.string(owner, "name", arguments["name"], allow_none=True)
+    return base
+
+
 def check_base_arguments(owner: str, base: KerasBase, kwargs: dict) -> None:
     """Keras's constructor checks with Keras's messages, then the stricter ones."""
     if kwargs:

@@ -1,16 +1,8 @@
-"""Keras 3's ``Adagrad`` and ``Adam`` as gradxform chains.
+"""Keras 3's adaptive optimizers as gradxform chains: Adagrad, Adam, AdamW, Adamax, Adadelta.
 
 Each preset takes Keras's argument names and defaults and returns an ordinary
-`chain` of public transforms, whose ``repr`` shows what it is made of. The
-chain, in Keras's order of operations (``keras_semantics.md`` section 1):
-
-1. ``static_loss_scale(loss_scale_factor)``: gradients divided first;
-2. ``accumulate_gradients(..., gradient_accumulation_steps)`` around 3 to 6;
-3. ``clip_by_norm(clipnorm)``, ``clip(clipvalue)`` or ``clip_by_global_norm(global_clipnorm)``;
-4. ``scale_by_adagrad`` or ``scale_by_adam(eps_hat=True)`` / ``scale_by_amsgrad(eps_hat=True)``;
-5. ``scale_by_learning_rate(learning_rate)``;
-6. ``decoupled_weight_decay(weight_decay, learning_rate, exclude=exclude_from_weight_decay)``;
-7. ``params_ema(ema_momentum, ema_overwrite_frequency, calls_per_step=gradient_accumulation_steps)``.
+`chain` of public transforms in Keras's order of operations
+(`gradxform.keras.chain`), whose ``repr`` shows what it is made of.
 """
 
 from __future__ import annotations
@@ -19,46 +11,12 @@ from typing import Any, Sequence
 
 from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
-from gradxform.core.combine import chain
-from gradxform.keras.arguments import BASE_ARGS, DIFFERENCES, KerasBase, check_base_arguments
-from gradxform.schedules.micro_steps import AtLastMicroStep
-from gradxform.transforms.accumulation import accumulate_gradients
+from gradxform.keras.arguments import checked_base, keras_error
+from gradxform.keras.chain import fill_docstrings, keras_chain, scaled_by_learning_rate
+from gradxform.transforms.adadelta import scale_by_adadelta
 from gradxform.transforms.adam import scale_by_adam, scale_by_amsgrad
+from gradxform.transforms.adamax import scale_by_adamax
 from gradxform.transforms.adaptive import scale_by_adagrad
-from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
-from gradxform.transforms.loss_scaling import static_loss_scale
-from gradxform.transforms.params_ema import params_ema
-from gradxform.transforms.scaling import scale_by_learning_rate
-from gradxform.transforms.weight_decay import decoupled_weight_decay
-
-
-def _keras_chain(scaling: GradientTransformation, base: KerasBase) -> GradientTransformation:
-    """The chain in Keras's order of operations (see the module docstring)."""
-    every_k = base.gradient_accumulation_steps or None
-    learning_rate = base.learning_rate
-    if every_k and callable(learning_rate):
-        learning_rate = AtLastMicroStep(learning_rate, every_k)
-    update = []
-    if base.clipnorm is not None:
-        update.append(clip_by_norm(base.clipnorm))
-    elif base.clipvalue is not None:
-        update.append(clip(base.clipvalue))
-    elif base.global_clipnorm is not None:
-        update.append(clip_by_global_norm(base.global_clipnorm))
-    update += [scaling, scale_by_learning_rate(learning_rate)]
-    if base.weight_decay is not None:
-        update.append(
-            decoupled_weight_decay(
-                base.weight_decay, learning_rate, exclude=base.exclude_from_weight_decay
-            )
-        )
-    members = [] if base.loss_scale_factor is None else [static_loss_scale(base.loss_scale_factor)]
-    members += [accumulate_gradients(chain(*update), every_k)] if every_k else update
-    if base.use_ema:
-        members.append(
-            params_ema(base.ema_momentum, base.ema_overwrite_frequency, calls_per_step=every_k or 1)
-        )
-    return chain(*members)
 
 
 def adagrad(
@@ -99,17 +57,11 @@ def adagrad(
       >>> tx = gx.keras.adagrad(learning_rate=0.01, clipnorm=1.0, use_ema=True)
     """
     owner = "keras.adagrad"
-    base = KerasBase(
-        learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
-        exclude_from_weight_decay,
-    )
-    check_base_arguments(owner, base, kwargs)
-    validation.string(owner, "name", name, allow_none=True)
+    base = checked_base(owner, locals())
     validation.positive(owner, "epsilon", epsilon)
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     scaling = scale_by_adagrad(initial_accumulator_value=initial_accumulator_value, eps=epsilon)
-    return returned_by(_keras_chain(scaling, base), owner)
+    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
 
 
 def adam(
@@ -157,24 +109,159 @@ def adam(
       ...                    exclude_from_weight_decay=["bias", "norm"])
     """
     owner = "keras.adam"
-    base = KerasBase(
-        learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
-        exclude_from_weight_decay,
-    )
-    check_base_arguments(owner, base, kwargs)
-    validation.string(owner, "name", name, allow_none=True)
+    return _adam(owner, checked_base(owner, locals()), beta_1, beta_2, epsilon, amsgrad)
+
+
+def _adam(owner: str, base: Any, beta_1: float, beta_2: float, epsilon: float,
+          amsgrad: bool) -> GradientTransformation:
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "beta_1", beta_1)
     validation.decay_rate(owner, "beta_2", beta_2)
     validation.boolean(owner, "amsgrad", amsgrad)
     moments = scale_by_amsgrad if amsgrad else scale_by_adam
     scaling = moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_hat=True)
-    return returned_by(_keras_chain(scaling, base), owner)
+    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
 
 
-for _preset in (adagrad, adam):
-    if _preset.__doc__:  # None under python -OO
-        _preset.__doc__ = _preset.__doc__.replace("{differences}", DIFFERENCES).replace(
-            "{base_args}", BASE_ARGS
-        )
+def adamw(
+    learning_rate: ScalarOrSchedule = 0.001,
+    weight_decay: float = 0.004,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    exclude_from_weight_decay: str | Sequence[str] | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> GradientTransformation:
+    r"""Keras 3's ``AdamW``: `adam` whose ``weight_decay`` defaults to 0.004 and may not be None.
+
+    .. math::
+        \alpha_t = \eta \sqrt{1-\beta_2^t}/(1-\beta_1^t), \qquad
+        \theta \leftarrow \theta - \theta\lambda\eta - \alpha_t\, m_t / (\sqrt{v_t} + \epsilon)
+
+    Args:
+      learning_rate: :math:`\eta`: a float, or a schedule called with the raw
+        call count.
+      weight_decay: :math:`\lambda \ge 0`, decoupled and multiplied by :math:`\eta`.
+      beta_1: :math:`\beta_1` in [0, 1).
+      beta_2: :math:`\beta_2` in [0, 1).
+      epsilon: :math:`\epsilon > 0`, Keras's "epsilon hat".
+      amsgrad: use the running maximum of the second moment.
+      {base_args}
+    {differences}
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.keras.adamw(learning_rate=1e-3, weight_decay=0.01, global_clipnorm=1.0)
+    """
+    owner = "keras.adamw"
+    if weight_decay is None:
+        raise keras_error(owner, "Argument `weight_decay` must be a float. Received: "
+                                 "weight_decay=None")
+    return _adam(owner, checked_base(owner, locals()), beta_1, beta_2, epsilon, amsgrad)
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    exclude_from_weight_decay: str | Sequence[str] | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> GradientTransformation:
+    r"""Keras 3's ``Adamax``, every argument, same numbers.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        u_t = \max(\beta_2 u_{t-1}, |g_t|), \qquad
+        \theta \leftarrow \theta - \theta\lambda\eta
+        - \frac{\eta\, m_t}{(1-\beta_1^t)(u_t + \epsilon)}
+
+    ``scale_by_adamax(eps_in_max=False)``: Keras adds :math:`\epsilon` after the
+    maximum, where optax and torch add it to :math:`|g_t|` inside it.
+
+    Args:
+      learning_rate: :math:`\eta`: a float, or a schedule called with the raw
+        call count.
+      beta_1: :math:`\beta_1` in [0, 1).
+      beta_2: :math:`\beta_2` in [0, 1), the decay of the infinity norm.
+      epsilon: :math:`\epsilon > 0`.
+      {base_args}
+    {differences}
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.keras.adamax(learning_rate=2e-3, clipvalue=1.0)
+    """
+    owner = "keras.adamax"
+    base = checked_base(owner, locals())
+    validation.positive(owner, "epsilon", epsilon)
+    validation.decay_rate(owner, "beta_1", beta_1)
+    validation.decay_rate(owner, "beta_2", beta_2)
+    scaling = scale_by_adamax(b1=beta_1, b2=beta_2, eps=epsilon, eps_in_max=False)
+    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule = 0.001,
+    rho: float = 0.95,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    exclude_from_weight_decay: str | Sequence[str] | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> GradientTransformation:
+    r"""Keras 3's ``Adadelta``, every argument, same numbers.
+
+    .. math::
+        A_t = \rho A_{t-1} + (1-\rho) g_t^2, \quad
+        \Delta_t = \frac{\sqrt{D_{t-1} + \epsilon}}{\sqrt{A_t + \epsilon}}\, g_t, \quad
+        D_t = \rho D_{t-1} + (1-\rho) \Delta_t^2, \qquad
+        \theta \leftarrow \theta - \theta\lambda\eta - \eta \Delta_t
+
+    Args:
+      learning_rate: :math:`\eta`: a float, or a schedule called with the raw
+        call count (Keras's default 0.001; the paper's method has
+        :math:`\eta = 1`).
+      rho: :math:`\rho` in [0, 1], the decay of both averages.
+      epsilon: :math:`\epsilon > 0`, inside both square roots.
+      {base_args}
+    {differences}
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.keras.adadelta(learning_rate=1.0, rho=0.9)
+    """
+    owner = "keras.adadelta"
+    base = checked_base(owner, locals())
+    validation.positive(owner, "epsilon", epsilon)
+    validation.decay_rate(owner, "rho", rho, allow_one=True)
+    scaling = scale_by_adadelta(rho=rho, eps=epsilon)
+    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+
+
+fill_docstrings(adagrad, adam, adamw, adamax, adadelta)

@@ -26,7 +26,8 @@ class ScaleByAdamaxState(NamedTuple):
 
 
 @public_constructor
-def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
+                    eps_in_max: bool = True) -> GradientTransformation:
     r"""Rescales updates by AdaMax: Adam with the infinity norm in place of the second moment.
 
     .. math::
@@ -34,7 +35,11 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Gr
         v_t = \max(\beta_2 v_{t-1}, |g_t| + \epsilon), \qquad
         u_t = \frac{m_t / (1-\beta_1^t)}{v_t}
 
-    Same formula and defaults as ``optax.scale_by_adamax``; its state has the
+    Same formula and defaults as ``optax.scale_by_adamax`` (and
+    ``torch.optim.Adamax``). With ``eps_in_max=False``, Keras's form:
+    :math:`v_t = \max(\beta_2 v_{t-1}, |g_t|)` and :math:`u_t = (m_t / (1-\beta_1^t))
+    / (v_t + \epsilon)`; the two differ where :math:`|g|` is near
+    :math:`\epsilon`. The state has the
     fields of optax's ``ScaleByAdamState``, :math:`v` being the infinity norm
     (in the params' real dtype, float32 for float16 params). Where
     :math:`v_t = 0`, possible only with :math:`\epsilon = 0`, the update is 0
@@ -44,6 +49,8 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Gr
       b1: :math:`\beta_1` in [0, 1).
       b2: :math:`\beta_2` in [0, 1), the decay of the infinity norm.
       eps: :math:`\epsilon \ge 0`, added to :math:`|g_t|`.
+      eps_in_max: add :math:`\epsilon` inside the maximum (optax, torch) or to
+        :math:`v_t` after it (Keras).
 
     Example:
       >>> import gradxform as gx
@@ -53,6 +60,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Gr
     validation.decay_rate(owner, "b1", b1)
     validation.decay_rate(owner, "b2", b2)
     validation.non_negative(owner, "eps", eps)
+    validation.boolean(owner, "eps_in_max", eps_in_max)
 
     def init_fn(params):
         return ScaleByAdamaxState(
@@ -70,11 +78,15 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Gr
             dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
             g_c, real = g.astype(dtype), numerics.real_dtype(dtype)
             mu_new = numerics.moment(b1, mu.astype(g_c.dtype), g_c)
-            magnitude = lax.add(jnp.abs(g_c).astype(real), numerics.operand(eps, real))
+            epsilon = numerics.operand(eps, real)
+            magnitude = jnp.abs(g_c).astype(real)
+            if eps_in_max:
+                magnitude = lax.add(magnitude, epsilon)
             decayed = lax.mul(numerics.operand(b2, real), nu.astype(real))
             nu_new = lax.max(magnitude, decayed)
-            positive = lax.gt(nu_new, numerics.operand(0, real))
-            divisor = lax.select(positive, nu_new, lax.full_like(nu_new, 1))
+            norm = nu_new if eps_in_max else lax.add(nu_new, epsilon)
+            positive = lax.gt(norm, numerics.operand(0, real))
+            divisor = lax.select(positive, norm, lax.full_like(norm, 1))
             mu_hat = mu_new / corrections(real).astype(mu_new.dtype)
             update = jnp.where(positive, mu_hat / divisor.astype(mu_hat.dtype), 0)
             return (numerics.store(update.astype(mu_hat.dtype), g.dtype),

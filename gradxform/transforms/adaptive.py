@@ -36,6 +36,8 @@ def scale_by_adagrad(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     accumulator_dtype: Any = None,
+    *,
+    eps_in_sqrt: bool = True,
 ) -> GradientTransformation:
     r"""Rescales by the root of the sum of all squared gradients so far (Adagrad).
 
@@ -47,13 +49,17 @@ def scale_by_adagrad(
     coordinate that has only ever seen zero gradients (with :math:`a_0 = 0`)
     gets a zero update rather than ``0/0``. A `RowSparse` leaf gives the dense
     leaf's updates and sums bit for bit, computed on the touched rows only (an
-    untouched row would not move anyway). Duchi et al., 2011.
+    untouched row would not move anyway). With ``eps_in_sqrt=False``,
+    ``torch.optim.Adagrad``'s form :math:`u_t = g_t / (\sqrt{s_t} + \epsilon)`.
+    Duchi et al., 2011.
 
     Args:
       initial_accumulator_value: :math:`a_0 \ge 0`, the sum's starting value.
       eps: :math:`\epsilon \ge 0`, added inside the square root.
       accumulator_dtype: dtype of :math:`s`; None keeps each param's (real) dtype,
         float32 for float16 params.
+      eps_in_sqrt: add :math:`\epsilon` inside the root (optax, Keras) or to the
+        root (torch).
 
     Example:
       >>> import gradxform as gx
@@ -63,6 +69,7 @@ def scale_by_adagrad(
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     validation.non_negative(owner, "eps", eps)
     validation.float_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    validation.boolean(owner, "eps_in_sqrt", eps_in_sqrt)
 
     def init_fn(params):
         return ScaleByAdagradState(
@@ -74,7 +81,7 @@ def scale_by_adagrad(
         g_c = numerics.operand(g, dtype)
         real = numerics.real_dtype(dtype)
         s_new = lax.add(numerics.abs_sq(g_c), numerics.operand(s, real))
-        root = lax.rsqrt(lax.add(s_new, numerics.operand(eps, real)))
+        root = _inverse_root(s_new, eps, eps_in_sqrt)
         inverse = lax.select(lax.gt(s_new, numerics.operand(0, real)), root,
                              lax.full_like(s_new, 0))
         update = lax.mul(numerics.operand(inverse, dtype), g_c)

@@ -43,6 +43,9 @@ ZERO_STEPS = {  # leaf -> steps where it is all zeros (a whole gas=3 window, a g
     "scale": (0,),
 }
 RTOL, ATOL = 1e-5, 1e-6
+# gx.keras preset name -> Keras class name
+KERAS_CLASSES = {"adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax",
+                 "adadelta": "Adadelta", "sgd": "SGD", "rmsprop": "RMSprop", "lion": "Lion"}
 
 # One parameter set per Keras schedule, shaped for a 24-call run (warmup, restarts, ... all happen).
 SCHEDULES = {
@@ -162,10 +165,10 @@ def _gx_value(value):
 
 
 def make_keras(optimizer: str, kwargs: Mapping, lso: Mapping | None = None):
-    """Keras's optimizer for a config: ``Adagrad`` / ``Adam``, optionally in a LossScaleOptimizer."""
+    """Keras's optimizer for a config (``Adam`` for ``"adam"``), optionally in a LossScaleOptimizer."""
     kwargs = {key: _keras_value(value) for key, value in kwargs.items()}
     exclude = kwargs.pop("exclude_from_weight_decay", None)
-    cls = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[optimizer]
+    cls = getattr(keras.optimizers, KERAS_CLASSES[optimizer])
     opt = cls(**kwargs)
     if exclude is not None:
         opt.exclude_from_weight_decay(var_names=list(exclude))

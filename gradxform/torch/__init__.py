@@ -1,0 +1,8 @@
+"""PyTorch presets: ``gx.torch.Adam(...)`` reproduces ``torch.optim.Adam``'s numbers.
+
+torch is never imported: the presets are chains of gradxform's own transforms.
+"""
+
+from gradxform.torch.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+
+__all__ = ["Adagrad", "Adam", "AdamW", "RMSprop", "SGD"]
