@@ -625,6 +625,13 @@ SPECS = {
                    _keras_base(learning_rate=KERAS_LR, beta_2=rate(allow_one=True),
                                beta_1=WRONG_TYPE + NONFINITE + NEGATIVE + [
                                    (None, TypeError), (0.0, ValueError), (1.5, ValueError)])),
+    "keras.from_keras_config": (gx.keras.from_keras_config, dict(config={"name": "adam"}),
+                                dict(config=[(None, TypeError), ([("name", "adam")], TypeError),
+                                             ("adam", TypeError)],
+                                     class_name=[(3, TypeError), ("Nadam", ValueError),
+                                                 (b"Adam", TypeError)])),
+    "keras.to_keras_config": (gx.keras.to_keras_config, dict(tx=gx.keras.adam()),
+                              dict(tx=[(SGD, ValueError), (None, TypeError), (3, TypeError)])),
     # --- PyTorch presets
     "torch.SGD": (gx.torch.SGD, {},
                   dict(lr=non_negative(), momentum=rate(allow_one=True),

@@ -1,5 +1,6 @@
 """Keras 3 presets and learning-rate schedules: ``gx.keras.adam(...)`` reproduces Keras's Adam."""
 
+from gradxform.keras.interchange import from_keras_config, to_keras_config
 from gradxform.keras.loss_scale import loss_scale_optimizer
 from gradxform.keras.momentum import lion, rmsprop, sgd
 from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw
@@ -24,8 +25,10 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "from_keras_config",
     "lion",
     "loss_scale_optimizer",
     "rmsprop",
     "sgd",
+    "to_keras_config",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from gradxform.core.base import GradientTransformation, ScalarOrSchedule
+from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.keras.arguments import BASE_ARGS, DIFFERENCES, KerasBase
 from gradxform.schedules.micro_steps import AtLastMicroStep
@@ -64,6 +64,25 @@ def keras_chain(rule: Rule, base: KerasBase) -> GradientTransformation:
             params_ema(base.ema_momentum, base.ema_overwrite_frequency, calls_per_step=every_k or 1)
         )
     return chain(*members)
+
+
+def keras_preset(owner: str, tx: GradientTransformation, arguments: dict) -> GradientTransformation:
+    """``tx`` as what the preset ``owner`` returned, called with ``arguments``.
+
+    Its update's errors name the preset; ``pickle`` stores it as that call (so a
+    pickled preset stays a preset), and `to_keras_config` reads the arguments.
+    """
+    tx = returned_by(tx, owner)
+    call = {name: value for name, value in arguments.items() if name != "kwargs"}
+    tx.called_as["keras_arguments"] = call
+    tx.rebuild = (_call_preset, (owner, call))
+    return tx
+
+
+def _call_preset(owner: str, arguments: dict) -> GradientTransformation:
+    import gradxform.keras as presets  # the package that imports this module
+
+    return getattr(presets, owner.split(".", 1)[1])(**arguments)
 
 
 def fill_docstrings(*presets: Callable) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gradxform.core import validation
-from gradxform.core.base import GradientTransformation, returned_by
+from gradxform.core.base import GradientTransformation
 from gradxform.keras.arguments import BASE_DEFAULTS, keras_error
+from gradxform.keras.chain import keras_preset
 from gradxform.transforms.loss_scaling import (
     LARGEST_SCALE,
     SMALLEST_SCALE,
@@ -104,9 +105,9 @@ def loss_scale_optimizer(
             "the inner optimizer already divides by a static loss scale (loss_scale_factor); "
             "build it with loss_scale_factor=None (Keras would silently drop it)",
         )
-    del name
     tx = dynamic_loss_scale(
         inner, initial_scale, dynamic_growth_steps,
         min_loss_scale=SMALLEST_SCALE, max_loss_scale=LARGEST_SCALE,
     )
-    return returned_by(tx, owner)
+    return keras_preset(owner, tx, dict(inner=inner, initial_scale=initial_scale,
+                                        dynamic_growth_steps=dynamic_growth_steps, name=name))

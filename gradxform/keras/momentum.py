@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from gradxform.core import validation
-from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
+from gradxform.core.base import GradientTransformation, ScalarOrSchedule
 from gradxform.keras.arguments import checked_base, keras_error
-from gradxform.keras.chain import fill_docstrings, keras_chain, scaled_by_learning_rate
+from gradxform.keras.chain import fill_docstrings, keras_chain, keras_preset, scaled_by_learning_rate
 from gradxform.transforms.momentum import trace
 from gradxform.transforms.adaptive import scale_by_rms, scale_by_stddev
 from gradxform.transforms.scaling import scale_by_learning_rate
@@ -59,8 +59,9 @@ def sgd(
       >>> import gradxform as gx
       >>> tx = gx.keras.sgd(learning_rate=0.1, momentum=0.9, nesterov=True)
     """
+    arguments = dict(locals())
     owner = "keras.sgd"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     if validation.real_number(owner, "momentum", momentum) is not None and not 0 <= momentum <= 1:
         raise keras_error(owner, f"`momentum` must be a float between [0, 1], got {momentum!r}")
     validation.boolean(owner, "nesterov", nesterov)
@@ -69,7 +70,7 @@ def sgd(
         steps = [scale_by_learning_rate(learning_rate)]
         return steps + [trace(momentum, nesterov=nesterov)] if momentum != 0 else steps
 
-    return returned_by(keras_chain(rule, base), owner)
+    return keras_preset(owner, keras_chain(rule, base), arguments)
 
 
 def rmsprop(
@@ -117,8 +118,9 @@ def rmsprop(
       >>> import gradxform as gx
       >>> tx = gx.keras.rmsprop(learning_rate=1e-3, momentum=0.9, centered=True)
     """
+    arguments = dict(locals())
     owner = "keras.rmsprop"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     validation.decay_rate(owner, "rho", rho)
     validation.decay_rate(owner, "momentum", momentum)
     validation.positive(owner, "epsilon", epsilon)
@@ -130,7 +132,7 @@ def rmsprop(
         steps = [scaling, scale_by_learning_rate(learning_rate)]
         return steps + [trace(momentum)] if momentum > 0 else steps
 
-    return returned_by(keras_chain(rule, base), owner)
+    return keras_preset(owner, keras_chain(rule, base), arguments)
 
 
 def lion(
@@ -171,15 +173,16 @@ def lion(
       >>> import gradxform as gx
       >>> tx = gx.keras.lion(learning_rate=1e-4, weight_decay=0.1)
     """
+    arguments = dict(locals())
     owner = "keras.lion"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     beta_1_value = validation.real_number(owner, "beta_1", beta_1)
     if beta_1_value is not None and not 0 < beta_1_value <= 1:
         raise keras_error(owner, "Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
                                  f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}.")
     validation.decay_rate(owner, "beta_2", beta_2, allow_one=True)
     scaling = scale_by_lion(b1=beta_1, b2=beta_2)
-    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+    return keras_preset(owner, keras_chain(scaled_by_learning_rate(scaling), base), arguments)
 
 
 fill_docstrings(sgd, rmsprop, lion)

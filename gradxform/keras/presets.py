@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from gradxform.core import validation
-from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
+from gradxform.core.base import GradientTransformation, ScalarOrSchedule
 from gradxform.keras.arguments import checked_base, keras_error
-from gradxform.keras.chain import fill_docstrings, keras_chain, scaled_by_learning_rate
+from gradxform.keras.chain import fill_docstrings, keras_chain, keras_preset, scaled_by_learning_rate
 from gradxform.transforms.adadelta import scale_by_adadelta
 from gradxform.transforms.adam import scale_by_adam, scale_by_amsgrad
 from gradxform.transforms.adamax import scale_by_adamax
@@ -56,12 +56,13 @@ def adagrad(
       >>> import gradxform as gx
       >>> tx = gx.keras.adagrad(learning_rate=0.01, clipnorm=1.0, use_ema=True)
     """
+    arguments = dict(locals())
     owner = "keras.adagrad"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     validation.positive(owner, "epsilon", epsilon)
     validation.non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     scaling = scale_by_adagrad(initial_accumulator_value=initial_accumulator_value, eps=epsilon)
-    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+    return keras_preset(owner, keras_chain(scaled_by_learning_rate(scaling), base), arguments)
 
 
 def adam(
@@ -108,19 +109,21 @@ def adam(
       >>> tx = gx.keras.adam(learning_rate=1e-3, weight_decay=0.004,
       ...                    exclude_from_weight_decay=["bias", "norm"])
     """
+    arguments = dict(locals())
     owner = "keras.adam"
-    return _adam(owner, checked_base(owner, locals()), beta_1, beta_2, epsilon, amsgrad)
+    return _adam(owner, arguments, beta_1, beta_2, epsilon, amsgrad)
 
 
-def _adam(owner: str, base: Any, beta_1: float, beta_2: float, epsilon: float,
+def _adam(owner: str, arguments: dict, beta_1: float, beta_2: float, epsilon: float,
           amsgrad: bool) -> GradientTransformation:
+    base = checked_base(owner, arguments)
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "beta_1", beta_1)
     validation.decay_rate(owner, "beta_2", beta_2)
     validation.boolean(owner, "amsgrad", amsgrad)
     moments = scale_by_amsgrad if amsgrad else scale_by_adam
     scaling = moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_hat=True)
-    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+    return keras_preset(owner, keras_chain(scaled_by_learning_rate(scaling), base), arguments)
 
 
 def adamw(
@@ -162,11 +165,12 @@ def adamw(
       >>> import gradxform as gx
       >>> tx = gx.keras.adamw(learning_rate=1e-3, weight_decay=0.01, global_clipnorm=1.0)
     """
+    arguments = dict(locals())
     owner = "keras.adamw"
     if weight_decay is None:
         raise keras_error(owner, "Argument `weight_decay` must be a float. Received: "
                                  "weight_decay=None")
-    return _adam(owner, checked_base(owner, locals()), beta_1, beta_2, epsilon, amsgrad)
+    return _adam(owner, arguments, beta_1, beta_2, epsilon, amsgrad)
 
 
 def adamax(
@@ -210,13 +214,14 @@ def adamax(
       >>> import gradxform as gx
       >>> tx = gx.keras.adamax(learning_rate=2e-3, clipvalue=1.0)
     """
+    arguments = dict(locals())
     owner = "keras.adamax"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "beta_1", beta_1)
     validation.decay_rate(owner, "beta_2", beta_2)
     scaling = scale_by_adamax(b1=beta_1, b2=beta_2, eps=epsilon, eps_in_max=False)
-    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+    return keras_preset(owner, keras_chain(scaled_by_learning_rate(scaling), base), arguments)
 
 
 def adadelta(
@@ -256,12 +261,13 @@ def adadelta(
       >>> import gradxform as gx
       >>> tx = gx.keras.adadelta(learning_rate=1.0, rho=0.9)
     """
+    arguments = dict(locals())
     owner = "keras.adadelta"
-    base = checked_base(owner, locals())
+    base = checked_base(owner, arguments)
     validation.positive(owner, "epsilon", epsilon)
     validation.decay_rate(owner, "rho", rho, allow_one=True)
     scaling = scale_by_adadelta(rho=rho, eps=epsilon)
-    return returned_by(keras_chain(scaled_by_learning_rate(scaling), base), owner)
+    return keras_preset(owner, keras_chain(scaled_by_learning_rate(scaling), base), arguments)
 
 
 fill_docstrings(adagrad, adam, adamw, adamax, adadelta)

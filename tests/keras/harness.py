@@ -198,16 +198,20 @@ def run_keras(
     lso: Mapping | None = None,
     grads: Sequence | None = None,
     nonfinite: Mapping[int, float] | None = None,
+    built: Any = None,
 ) -> Run:
-    """Replays ``grads`` (default `gradient_stream`) through Keras's jitted ``stateless_apply``."""
+    """Replays ``grads`` (default `gradient_stream`) through Keras's jitted ``stateless_apply``.
+
+    ``built``: a Keras optimizer to run instead of the one ``optimizer``/``kwargs``/``lso`` make.
+    """
     grads = gradient_stream() if grads is None else grads
     nonfinite = nonfinite or {}
     with jax.numpy_dtype_promotion("standard"):
         variables = [keras.Variable(v, name=n) for v, n in zip(initial_values(), NAMES)]
-        opt = make_keras(optimizer, kwargs, lso)
+        opt = make_keras(optimizer, kwargs, lso) if built is None else built
         opt.build(variables)
         scale_index = _keras_scale_index(opt)
-        static_scale = 1.0 if lso is not None else (opt.loss_scale_factor or 1.0)
+        static_scale = 1.0 if scale_index is not None else (opt.loss_scale_factor or 1.0)
         opt_values = [v.value for v in opt.variables]
         values = [v.value for v in variables]
         apply = jax.jit(opt.stateless_apply)
