@@ -232,6 +232,9 @@ FACTORIES = {
     "clip": lambda: gx.clip(0.5),
     "clip_by_norm": lambda: gx.clip_by_norm(1.0),
     "clip_by_global_norm": lambda: gx.clip_by_global_norm(1.0),
+    "clip_by_global_p_norm": lambda: gx.clip_by_global_p_norm(1.0, norm_type=3.0, eps=1e-6),
+    "torch_clip_grad_norm_inf": lambda: gx.torch.clip_grad_norm_(1.0, "inf"),
+    "torch_clip_grad_value": lambda: gx.torch.clip_grad_value_(0.5),
     "add_decayed_weights": lambda: gx.add_decayed_weights(1e-2),
     "add_decayed_weights_mask": lambda: gx.add_decayed_weights(_decaying, mask=_matrices_only),
     "add_decayed_weights_prefix_mask": lambda: gx.add_decayed_weights(1e-2, mask=_prefix_mask),
@@ -557,6 +560,8 @@ UNNAMED_CONSTRUCTORS = {
     "torch.Adam": ["torch_adam_everything"],
     "torch.AdamW": ["torch_adamw"],
     "torch.RMSprop": ["torch_rmsprop_everything"],
+    "torch.clip_grad_norm_": ["torch_clip_grad_norm_inf"],
+    "torch.clip_grad_value_": ["torch_clip_grad_value"],
     "to_optax": ["to_optax"],
     "from_config": ["from_config"],
 }

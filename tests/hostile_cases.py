@@ -115,6 +115,9 @@ def _keras_base(**own):
     )
 
 
+# A p-norm's order: a Python number > 0, or inf.
+_NORM_TYPE = [(None, TypeError), ([2.0], TypeError), (ARRAY2, TypeError), (True, TypeError),
+              (0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (-INF, ValueError)]
 # torch's (beta1, beta2): a pair of rates.
 _TORCH_BETAS = [(0.9, TypeError), ((0.9,), TypeError), (None, TypeError),
                 (("0.9", 0.999), TypeError), ((0.9, 1.0), ValueError), ((-0.1, 0.999), ValueError),
@@ -258,6 +261,9 @@ SPECS = {
     "chain": (gx.chain, {}, dict(transforms=TX)),
     "clip": (gx.clip, {}, dict(max_delta=positive())),
     "clip_by_global_norm": (gx.clip_by_global_norm, {}, dict(max_norm=positive())),
+    "clip_by_global_p_norm": (gx.clip_by_global_p_norm, dict(max_norm=1.0),
+                              dict(max_norm=positive(), norm_type=_NORM_TYPE, eps=non_negative(),
+                                   error_if_nonfinite=BOOL)),
     "clip_by_norm": (gx.clip_by_norm, {}, dict(max_norm=positive())),
     # Trust ratios and per-block norms (transforms/trust_ratio.py, transforms/block_clipping.py,
     # optimizers/trust_ratio.py).
@@ -633,6 +639,12 @@ SPECS = {
     "keras.to_keras_config": (gx.keras.to_keras_config, dict(tx=gx.keras.adam()),
                               dict(tx=[(SGD, ValueError), (None, TypeError), (3, TypeError)])),
     # --- PyTorch presets
+    "torch.clip_grad_norm_": (gx.torch.clip_grad_norm_, dict(max_norm=1.0),
+                              dict(max_norm=positive(), error_if_nonfinite=BOOL,
+                                   norm_type=_NORM_TYPE + [("fro", ValueError)],
+                                   foreach=[(1, TypeError), ("yes", TypeError)])),
+    "torch.clip_grad_value_": (gx.torch.clip_grad_value_, dict(clip_value=1.0),
+                               dict(clip_value=positive(), foreach=[(1, TypeError)])),
     "torch.SGD": (gx.torch.SGD, {},
                   dict(lr=non_negative(), momentum=rate(allow_one=True),
                        dampening=rate(allow_one=True), weight_decay=non_negative(),

@@ -26,7 +26,7 @@ def leaves(tree: Any) -> list:
     return jax.tree.leaves(tree, is_leaf=sparse.is_row_sparse)
 
 
-def _entries(tree: Any) -> list:
+def entries(tree: Any) -> list:
     """The arrays whose entries make up ``tree``'s: a `RowSparse` gives its coalesced rows."""
     return [sparse.coalesce(x).values if isinstance(x, sparse.RowSparse) else x
             for x in leaves(tree)]
@@ -121,12 +121,12 @@ def tree_squared_norm(tree: Any) -> jax.Array:
 
     A `RowSparse` leaf counts each row once, after summing its duplicates.
     """
-    entries = _entries(tree)
-    if not entries:
+    arrays = entries(tree)
+    if not arrays:
         return jnp.zeros([], jnp.float32)
     parts = [
         jnp.sum(numerics.abs_sq(x.astype(numerics.compute_dtype(numerics.leaf_dtype(x)))))
-        for x in entries
+        for x in arrays
     ]
     dtype = numerics.compute_dtype(*(p.dtype for p in parts))
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
@@ -159,7 +159,7 @@ def _norm_order(ord: Any) -> Any:
 
 def _tree_abs_reduce(tree: Any, reduce: Callable, combine: Callable) -> jax.Array:
     """``combine`` over the leaves of ``reduce(|x|)``, in at least float32; 0 for no entries."""
-    parts = [reduce(jnp.abs(numerics.upcast(jnp.asarray(x)))) for x in _entries(tree)]
+    parts = [reduce(jnp.abs(numerics.upcast(jnp.asarray(x)))) for x in entries(tree)]
     if not parts:
         return jnp.zeros([], jnp.float32)
     dtype = numerics.compute_dtype(*(p.dtype for p in parts))
@@ -223,7 +223,7 @@ def tree_global_norm(tree: Any, ord: int | float | str | None = 2, squared: bool
     scale = 2.0 ** -(jnp.finfo(plain.dtype).maxexp // 2)
 
     def rescaled():
-        scaled = [numerics.upcast(x, plain.dtype) * scale for x in _entries(tree)]
+        scaled = [numerics.upcast(x, plain.dtype) * scale for x in entries(tree)]
         return tree_plain_norm(scaled).astype(plain.dtype) / scale
 
     return jax.lax.cond(jnp.isposinf(plain), rescaled, lambda: plain)
@@ -231,7 +231,7 @@ def tree_global_norm(tree: Any, ord: int | float | str | None = 2, squared: bool
 
 def tree_count_not_finite(tree: Any) -> jax.Array:
     """The number of NaN and infinite entries over every leaf, as an int32 scalar."""
-    counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in _entries(tree)]
+    counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in entries(tree)]
     return sum(counts[1:], counts[0]) if counts else jnp.zeros([], jnp.int32)
 
 
