@@ -43,6 +43,7 @@ from gradxform.transforms.backtracking_linesearch import (
 from gradxform.transforms.block_clipping import adaptive_grad_clip, clip_by_block_rms
 from gradxform.transforms.clipping import clip, clip_by_global_norm, clip_by_norm
 from gradxform.transforms.p_norm_clipping import clip_by_global_p_norm
+from gradxform.transforms.weight_decay_first import WeightDecayFirstState, weight_decay_first
 from gradxform.transforms.cocob import COCOBState, scale_by_cocob
 from gradxform.transforms.conditional import (
     ConditionallyMaskState, ConditionallyTransformState, conditionally_mask,
@@ -139,7 +140,8 @@ del _importlib_metadata
 
 __all__ = [
     "FtrlState", "RowSparse", "ScaleByLazyAdamState", "ftrl", "lazy_adam", "scale_by_lazy_adam",
-    "sparse", "torch", "DampenedTraceState", "clip_by_global_p_norm",
+    "sparse", "torch", "DampenedTraceState", "clip_by_global_p_norm", "WeightDecayFirstState",
+    "weight_decay_first",
     "AccumulateGradientsState", "AddDecayedWeightsState", "AddNoiseState", "ApplyEvery",
     "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "COCOBState", "ConditionallyMaskState",
     "ConditionallyTransformState", "DecoupledWeightDecayState", "DoGState", "DoWGState",

@@ -526,6 +526,14 @@ FACTORIES = {
     "keras_adamax": lambda: gx.keras.adamax(2e-3, weight_decay=0.01,
                                             gradient_accumulation_steps=3),
     "keras_adadelta": lambda: gx.keras.adadelta(1.0, rho=0.9, epsilon=1e-6, clipnorm=1.0),
+    "keras_ftrl_everything": lambda: gx.keras.ftrl(
+        0.05, learning_rate_power=-0.3, initial_accumulator_value=0.2,
+        l1_regularization_strength=1e-3, l2_regularization_strength=1e-3,
+        l2_shrinkage_regularization_strength=1e-3, beta=0.1, weight_decay=0.01),
+    "keras_lamb": lambda: gx.keras.lamb(1e-3, weight_decay=0.01, global_clipnorm=1.0),
+    "weight_decay_first": lambda: gx.weight_decay_first(gx.decoupled_weight_decay(0.1, 0.01),
+                                                        gx.chain(gx.scale_by_adam(),
+                                                                 gx.scale_by_trust_ratio())),
     "torch_sgd_everything": lambda: gx.torch.SGD(
         lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3, maximize=True),
     "torch_sgd_nesterov": lambda: gx.torch.SGD(lr=0.1, momentum=0.9, nesterov=True),
@@ -555,6 +563,8 @@ UNNAMED_CONSTRUCTORS = {
     "keras.adamw": ["keras_adamw"],
     "keras.adamax": ["keras_adamax"],
     "keras.adadelta": ["keras_adadelta"],
+    "keras.ftrl": ["keras_ftrl_everything"],
+    "keras.lamb": ["keras_lamb"],
     "torch.SGD": ["torch_sgd_everything", "torch_sgd_nesterov"],
     "torch.Adagrad": ["torch_adagrad_everything"],
     "torch.Adam": ["torch_adam_everything"],

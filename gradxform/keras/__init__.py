@@ -4,6 +4,7 @@ from gradxform.keras.interchange import from_keras_config, to_keras_config
 from gradxform.keras.loss_scale import loss_scale_optimizer
 from gradxform.keras.momentum import lion, rmsprop, sgd
 from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw
+from gradxform.keras.regularized import ftrl, lamb
 from gradxform.schedules.keras import (
     CosineDecay,
     CosineDecayRestarts,
@@ -26,6 +27,8 @@ __all__ = [
     "adamax",
     "adamw",
     "from_keras_config",
+    "ftrl",
+    "lamb",
     "lion",
     "loss_scale_optimizer",
     "rmsprop",

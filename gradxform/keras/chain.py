@@ -10,8 +10,9 @@ In Keras's order (``keras_semantics.md`` section 1):
 5. ``decoupled_weight_decay(weight_decay, learning_rate, exclude=exclude_from_weight_decay)``;
 6. ``params_ema(ema_momentum, ema_overwrite_frequency, calls_per_step=gradient_accumulation_steps)``.
 
-Keras decays the weights before its rule runs; the rules here do not read the
-params, so the order of 4 and 5 does not change the numbers.
+Keras decays the weights before its rule runs. For rules that do not read the
+params the order of 4 and 5 does not change the numbers; a rule that does
+(FTRL, LAMB) runs inside ``weight_decay_first(decay, rule)`` instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gradxform.transforms.loss_scaling import static_loss_scale
 from gradxform.transforms.params_ema import params_ema
 from gradxform.transforms.scaling import scale_by_learning_rate
 from gradxform.transforms.weight_decay import decoupled_weight_decay
+from gradxform.transforms.weight_decay_first import weight_decay_first
 
 Rule = Callable[[ScalarOrSchedule], Sequence[GradientTransformation]]
 
@@ -37,8 +39,10 @@ def scaled_by_learning_rate(scaling: GradientTransformation) -> Rule:
     return lambda learning_rate: [scaling, scale_by_learning_rate(learning_rate)]
 
 
-def keras_chain(rule: Rule, base: KerasBase) -> GradientTransformation:
-    """The chain in Keras's order (see the module docstring); ``rule(learning_rate)`` is step 4."""
+def keras_chain(rule: Rule, base: KerasBase, reads_params: bool = False) -> GradientTransformation:
+    """The chain in Keras's order (see the module docstring); ``rule(learning_rate)`` is step 4.
+
+    ``reads_params``: the rule reads the params, so it must see them decayed."""
     every_k = base.gradient_accumulation_steps or None
     learning_rate = base.learning_rate
     if every_k and callable(learning_rate):
@@ -50,13 +54,13 @@ def keras_chain(rule: Rule, base: KerasBase) -> GradientTransformation:
         update.append(clip(base.clipvalue))
     elif base.global_clipnorm is not None:
         update.append(clip_by_global_norm(base.global_clipnorm))
-    update += list(rule(learning_rate))
+    steps = list(rule(learning_rate))
     if base.weight_decay is not None:
-        update.append(
-            decoupled_weight_decay(
-                base.weight_decay, learning_rate, exclude=base.exclude_from_weight_decay
-            )
-        )
+        decay = decoupled_weight_decay(
+            base.weight_decay, learning_rate, exclude=base.exclude_from_weight_decay)
+        steps = ([weight_decay_first(decay, chain(*steps))] if reads_params
+                 else steps + [decay])
+    update += steps
     members = [] if base.loss_scale_factor is None else [static_loss_scale(base.loss_scale_factor)]
     members += [accumulate_gradients(chain(*update), every_k)] if every_k else update
     if base.use_ema:

@@ -15,19 +15,21 @@ import re
 from typing import Any, Mapping
 
 from gradxform.core.base import GradientTransformation
-from gradxform.keras import loss_scale, momentum, presets
+from gradxform.keras import loss_scale, momentum, presets, regularized
 from gradxform.schedules import keras as keras_schedules
 
 _OWNER_IN, _OWNER_OUT = "keras.from_keras_config", "keras.to_keras_config"
 # Keras class name -> preset; a Keras optimizer's default name is its class in snake case.
 PRESETS = {
     "Adadelta": presets.adadelta, "Adagrad": presets.adagrad, "Adam": presets.adam,
-    "AdamW": presets.adamw, "Adamax": presets.adamax, "Lion": momentum.lion,
+    "AdamW": presets.adamw, "Adamax": presets.adamax, "Ftrl": regularized.ftrl,
+    "Lamb": regularized.lamb, "Lion": momentum.lion,
     "RMSprop": momentum.rmsprop, "SGD": momentum.sgd,
     "LossScaleOptimizer": loss_scale.loss_scale_optimizer,
 }
 _DEFAULT_NAMES = {"adadelta": "Adadelta", "adagrad": "Adagrad", "adam": "Adam", "adam_w": "AdamW",
-                  "adamax": "Adamax", "lion": "Lion", "rm_sprop": "RMSprop", "sgd": "SGD",
+                  "adamax": "Adamax", "ftrl": "Ftrl", "lamb": "Lamb", "lion": "Lion",
+                  "rm_sprop": "RMSprop", "sgd": "SGD",
                   "loss_scale_optimizer": "LossScaleOptimizer"}
 SCHEDULES = {name: getattr(keras_schedules, name) for name in (
     "CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay",

@@ -45,7 +45,8 @@ ZERO_STEPS = {  # leaf -> steps where it is all zeros (a whole gas=3 window, a g
 RTOL, ATOL = 1e-5, 1e-6
 # gx.keras preset name -> Keras class name
 KERAS_CLASSES = {"adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax",
-                 "adadelta": "Adadelta", "sgd": "SGD", "rmsprop": "RMSprop", "lion": "Lion"}
+                 "adadelta": "Adadelta", "sgd": "SGD", "rmsprop": "RMSprop", "lion": "Lion",
+                 "ftrl": "Ftrl", "lamb": "Lamb"}
 
 # One parameter set per Keras schedule, shaped for a 24-call run (warmup, restarts, ... all happen).
 SCHEDULES = {

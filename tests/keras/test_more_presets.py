@@ -1,4 +1,4 @@
-"""``gx.keras`` SGD, RMSprop, Lion, AdamW, Adamax and Adadelta against live Keras 3.
+"""``gx.keras`` SGD, RMSprop, Lion, AdamW, Adamax, Adadelta, Ftrl and Lamb against live Keras 3.
 
 Each optimizer runs the harness's gradient stream (24 calls, with large, zero
 and always-zero gradients) through Keras's jitted ``stateless_apply`` and
@@ -49,6 +49,18 @@ _OWN = {
                dict(learning_rate=0.05, epsilon=1e-3), dict(learning_rate=0.05, beta_1=0.0)],
     "adadelta": [dict(learning_rate=1.0), dict(learning_rate=1.0, rho=0.5),
                  dict(learning_rate=1.0, epsilon=1e-3, rho=0.99), dict(learning_rate=0.1)],
+    # Ftrl and Lamb read the params: Keras decays them first (weight_decay_first).
+    "ftrl": [dict(learning_rate=0.05),
+             dict(learning_rate=0.05, learning_rate_power=-0.2, initial_accumulator_value=0.4,
+                  l1_regularization_strength=0.05, l2_regularization_strength=0.15,
+                  l2_shrinkage_regularization_strength=0.01, beta=0.3),
+             dict(learning_rate=0.05, l1_regularization_strength=1e-3),
+             dict(learning_rate=0.05, l2_shrinkage_regularization_strength=0.1),
+             dict(learning_rate=0.05, beta=1.0, initial_accumulator_value=0.0),
+             dict(learning_rate=0.05, learning_rate_power=0.0)],
+    "lamb": [dict(learning_rate=0.01), dict(learning_rate=0.01, beta_1=0.5, beta_2=0.9),
+             dict(learning_rate=0.01, epsilon=1e-3), dict(learning_rate=0.01, weight_decay=0.3),
+             dict(learning_rate=0.01, weight_decay=0.1)],
 }
 
 
@@ -112,7 +124,7 @@ def test_adamax_adds_epsilon_after_the_maximum_as_keras_does():
     (lambda: gx.keras.sgd(decay=0.1), ["keras.sgd", "decay"]),
     (lambda: gx.keras.rmsprop(clipnorm=1.0, clipvalue=1.0), ["keras.rmsprop", "Only one of"]),
 ])
-def test_bad_arguments_raise_naming_the_preset_and_the_argument(call, words):
+def test_bad_arguments_raise_naming_the_preset_and_the_argument(call, words):  # noqa: D103
     with pytest.raises(ValueError) as caught:
         call()
     for word in words:
@@ -141,6 +153,8 @@ _SINGLE_STEP = {
     "adamax": (dict(learning_rate=0.5), [0.5, 1.5, 2.5, 3.5]),
     "adadelta": (dict(learning_rate=0.5), [0.9993, 1.9993, 2.9993, 3.9993]),
     "lion": (dict(learning_rate=0.5), [0.5, 1.5, 2.5, 3.5]),
+    "ftrl": (dict(learning_rate=0.5), [0.2218, 1.3954, 2.3651, 2.8814]),
+    "lamb": (dict(learning_rate=0.5), [-0.3693, 0.6306, 1.6306, 2.6306]),
 }
 _GOLDEN = {
     "sgd": (dict(nesterov=True), np.array([
@@ -166,6 +180,15 @@ _GOLDEN = {
     "adadelta": (dict(learning_rate=1.0, rho=0.8, epsilon=1e-6),
                  np.tile([[0.9978], [0.9947], [0.9915], [0.9882], [0.9849]], (1, 10))),
     "lion": (dict(), np.tile([[0.999], [0.998], [0.997], [0.996], [0.995]], (1, 10))),
+    "ftrl": (dict(learning_rate=0.05, learning_rate_power=-0.2, initial_accumulator_value=0.4,
+                  l1_regularization_strength=0.05, l2_regularization_strength=0.15,
+                  l2_shrinkage_regularization_strength=0.01, beta=0.3), np.array([
+        [0.0] * 10,
+        [-0.0034, -0.0077, -0.0118, -0.0157, -0.0194, -0.023, -0.0263, -0.0294, -0.0325, -0.0354],
+        [-0.0078, -0.0162, -0.0242, -0.0317, -0.0387, -0.0454, -0.0516, -0.0575, -0.0631, -0.0685],
+        [-0.0121, -0.0246, -0.0363, -0.0472, -0.0573, -0.0668, -0.0757, -0.0842, -0.0922, -0.0999],
+        [-0.0164, -0.0328, -0.0481, -0.0623, -0.0753, -0.0875, -0.099, -0.1098, -0.1201, -0.1299]])),
+    "lamb": (dict(), np.tile([[0.999], [0.9982], [0.9974], [0.9965], [0.9955]], (1, 10))),
 }
 
 
@@ -205,3 +228,20 @@ def test_keras_weight_decay_and_exclusion():
         (params,) = _apply(tx, params, [zeros])
     assert float(params["var1"]) == pytest.approx(1.9760959, abs=1e-6)  # Keras's value
     assert float(params["exclude"]) == 2.0
+
+
+@pytest.mark.parametrize("optimizer, kwargs", [
+    ("ftrl", dict(learning_rate=0.05, l2_shrinkage_regularization_strength=0.1)),
+    ("lamb", dict(learning_rate=0.01)),
+])
+def test_rules_that_read_the_params_see_them_decayed_as_in_keras(optimizer, kwargs):
+    """With the decay after the rule (as for rules that do not read the params), the numbers
+    part from Keras's; weight_decay_first keeps them."""
+    kwargs = dict(kwargs, weight_decay=0.3)
+    ours, ref = check_parity(optimizer, kwargs)
+    preset = getattr(gx.keras, optimizer)(**kwargs)
+    (first,) = preset.children
+    assert first.name == "weight_decay_first"
+    decay, rule = first.hyperparams["decay"], first.hyperparams["rule"]
+    swapped = run_gradxform(gx.chain(rule, decay))
+    assert not np.allclose(swapped.trajectory[-1][0], ref.trajectory[-1][0], rtol=1e-4)
