@@ -542,6 +542,11 @@ FACTORIES = {
     "torch_adam_everything": lambda: gx.torch.Adam(
         lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, amsgrad=True, maximize=True),
     "torch_adamw": lambda: gx.torch.AdamW(lr=1e-3),
+    "torch_sgd_sequential_lr": lambda: gx.torch.SGD(lr=gx.torch.SequentialLR(
+        [gx.torch.LinearLR(0.1, total_iters=5), gx.torch.CosineAnnealingLR(0.1, T_max=20)], [5]),
+        momentum=0.9),
+    "torch_reduce_lr_on_plateau": lambda: gx.chain(gx.torch.SGD(lr=0.1),
+                                                   gx.torch.ReduceLROnPlateau(0.1, patience=2)),
     "torch_rmsprop_everything": lambda: gx.torch.RMSprop(
         lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=1e-3, momentum=0.9, centered=True),
     "from_config": lambda: gx.from_config(gx.to_config(_keras_adam_everything())),

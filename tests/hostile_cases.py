@@ -115,6 +115,16 @@ def _keras_base(**own):
     )
 
 
+# torch schedulers' factors, milestones and one-cycle phases.
+_FACTOR = real() + [(0.0, ValueError), (-0.1, ValueError), (1.01, ValueError), (1e-50, ValueError)]
+_MILESTONES = [(3, TypeError), ([10.5], TypeError), ([-1], ValueError), (["10"], TypeError),
+               (None, TypeError), ([2**31], ValueError)]
+_CYCLE = dict(total_steps=count(optional=True), epochs=count(optional=True),
+              steps_per_epoch=count(optional=True),
+              pct_start=rate(allow_one=True) + [(0.01, ValueError)],
+              anneal_strategy=[("cosine", ValueError), (3, TypeError), (None, TypeError)],
+              base_momentum=rate(allow_one=True), max_momentum=rate(allow_one=True),
+              three_phase=BOOL)
 # A p-norm's order: a Python number > 0, or inf.
 _NORM_TYPE = [(None, TypeError), ([2.0], TypeError), (ARRAY2, TypeError), (True, TypeError),
               (0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (-INF, ValueError)]
@@ -650,6 +660,44 @@ SPECS = {
                                                  (b"Adam", TypeError)])),
     "keras.to_keras_config": (gx.keras.to_keras_config, dict(tx=gx.keras.adam()),
                               dict(tx=[(SGD, ValueError), (None, TypeError), (3, TypeError)])),
+    # --- PyTorch schedulers
+    "torch.StepLR": (gx.torch.StepLR, dict(lr=0.1, step_size=10),
+                     dict(lr=non_negative(), step_size=count(), gamma=non_negative())),
+    "torch.MultiStepLR": (gx.torch.MultiStepLR, dict(lr=0.1, milestones=[10, 20]),
+                          dict(lr=non_negative(), milestones=_MILESTONES, gamma=non_negative())),
+    "torch.ConstantLR": (gx.torch.ConstantLR, dict(lr=0.1),
+                         dict(lr=non_negative(), factor=_FACTOR, total_iters=count())),
+    "torch.LinearLR": (gx.torch.LinearLR, dict(lr=0.1),
+                       dict(lr=non_negative(), start_factor=_FACTOR,
+                            end_factor=rate(allow_one=True), total_iters=count())),
+    "torch.ExponentialLR": (gx.torch.ExponentialLR, dict(lr=0.1, gamma=0.9),
+                            dict(lr=non_negative(), gamma=non_negative())),
+    "torch.PolynomialLR": (gx.torch.PolynomialLR, dict(lr=0.1),
+                           dict(lr=non_negative(), total_iters=count(), power=non_negative())),
+    "torch.CosineAnnealingLR": (gx.torch.CosineAnnealingLR, dict(lr=0.1, T_max=10),
+                                dict(lr=non_negative(), T_max=count(), eta_min=non_negative())),
+    "torch.CosineAnnealingWarmRestarts": (
+        gx.torch.CosineAnnealingWarmRestarts, dict(lr=0.1, T_0=10),
+        dict(lr=non_negative(), T_0=count(), T_mult=count(), eta_min=non_negative())),
+    "torch.OneCycleLR": (gx.torch.OneCycleLR, dict(max_lr=1.0, total_steps=100),
+                         dict(_CYCLE, max_lr=non_negative(), cycle_momentum=BOOL,
+                              div_factor=positive(), final_div_factor=positive())),
+    "torch.OneCycleMomentum": (gx.torch.OneCycleMomentum, dict(total_steps=100), _CYCLE),
+    "torch.SequentialLR": (
+        gx.torch.SequentialLR, dict(schedulers=[CONST, CONST], milestones=[10]),
+        dict(schedulers=[(3, TypeError), ([CONST, 0.5], TypeError), ([CONST], ValueError),
+                         ([], ValueError), (None, TypeError)],
+             milestones=[(3, TypeError), ([10.5], TypeError), ([-1], ValueError),
+                         (["10"], TypeError), (None, TypeError), ([10, 20], ValueError)])),
+    "torch.LambdaLR": (gx.torch.LambdaLR, dict(lr=0.1, lr_lambda=CONST),
+                       dict(lr=non_negative(), lr_lambda=CALLABLE + [(None, TypeError)])),
+    "torch.ReduceLROnPlateau": (
+        gx.torch.ReduceLROnPlateau, dict(lr=0.1),
+        dict(lr=positive(), mode=[("mean", ValueError), (1, TypeError), (None, TypeError)],
+             factor=rate(), patience=count(0),
+             threshold=non_negative() + [(1.0, ValueError), (1.5, ValueError)],
+             threshold_mode=[("relative", ValueError), (1, TypeError), (None, TypeError)],
+             cooldown=count(0), min_lr=non_negative(), eps=non_negative())),
     # --- PyTorch presets
     "torch.clip_grad_norm_": (gx.torch.clip_grad_norm_, dict(max_norm=1.0),
                               dict(max_norm=positive(), error_if_nonfinite=BOOL,
