@@ -81,7 +81,10 @@ from gradxform.transforms.optimistic import (
 from gradxform.transforms.orthogonalize import (
     MuonState, orthogonalize_via_newton_schulz, scale_by_muon,
 )
-from gradxform.transforms.params_ema import ParamsEmaState, finalize_params, params_ema
+from gradxform.transforms.nadam import ScaleByNadamState, scale_by_nadam
+from gradxform.transforms.params_ema import (
+    ParamsAverageState, ParamsEmaState, finalize_params, params_average, params_ema,
+)
 from gradxform.transforms.partition import PartitionState, partition, partition_by_patterns
 from gradxform.transforms.periodic import ApplyEvery, apply_every
 from gradxform.transforms.plateau import ReduceLROnPlateauState, reduce_on_plateau
@@ -141,7 +144,8 @@ del _importlib_metadata
 __all__ = [
     "FtrlState", "RowSparse", "ScaleByLazyAdamState", "ftrl", "lazy_adam", "scale_by_lazy_adam",
     "sparse", "torch", "DampenedTraceState", "clip_by_global_p_norm", "WeightDecayFirstState",
-    "weight_decay_first",
+    "weight_decay_first", "ScaleByNadamState", "scale_by_nadam", "ParamsAverageState",
+    "params_average",
     "AccumulateGradientsState", "AddDecayedWeightsState", "AddNoiseState", "ApplyEvery",
     "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "COCOBState", "ConditionallyMaskState",
     "ConditionallyTransformState", "DecoupledWeightDecayState", "DoGState", "DoWGState",

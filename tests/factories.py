@@ -542,11 +542,30 @@ FACTORIES = {
     "torch_adam_everything": lambda: gx.torch.Adam(
         lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, amsgrad=True, maximize=True),
     "torch_adamw": lambda: gx.torch.AdamW(lr=1e-3),
+    "scale_by_nadam": lambda: gx.scale_by_nadam(),
+    "scale_by_nadam_keras": lambda: gx.scale_by_nadam(b1=0.8, momentum_decay=1.0, eps=1e-7),
+    "params_average": lambda: gx.chain(gx.sgd(0.1), gx.params_average(t0=2)),
+    "torch_adadelta_everything": lambda: gx.torch.Adadelta(
+        lr=0.5, rho=0.8, eps=1e-5, weight_decay=1e-3, maximize=True),
+    "torch_adamax_everything": lambda: gx.torch.Adamax(
+        lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, maximize=True),
+    "torch_nadam_everything": lambda: gx.torch.NAdam(
+        lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, momentum_decay=0.01,
+        maximize=True),
+    "torch_nadamw": lambda: gx.torch.NAdam(lr=1e-3, weight_decay=1e-2,
+                                           decoupled_weight_decay=True),
+    "torch_radam_everything": lambda: gx.torch.RAdam(
+        lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, decoupled_weight_decay=True,
+        maximize=True),
+    "torch_rprop_everything": lambda: gx.torch.Rprop(
+        lr=1e-2, etas=(0.4, 1.3), step_sizes=(1e-5, 1.0), maximize=True),
+    "torch_asgd_everything": lambda: gx.torch.ASGD(
+        lr=_decaying, lambd=1e-3, alpha=0.5, t0=2, weight_decay=1e-3, maximize=True),
     "torch_sgd_sequential_lr": lambda: gx.torch.SGD(lr=gx.torch.SequentialLR(
         [gx.torch.LinearLR(0.1, total_iters=5), gx.torch.CosineAnnealingLR(0.1, T_max=20)], [5]),
         momentum=0.9),
-    "torch_reduce_lr_on_plateau": lambda: gx.chain(gx.torch.SGD(lr=0.1),
-                                                   gx.torch.ReduceLROnPlateau(0.1, patience=2)),
+    "torch_reduce_lr_on_plateau": lambda: with_loss_value(gx.chain(
+        gx.torch.SGD(lr=0.1), gx.torch.ReduceLROnPlateau(0.1, patience=2))),
     "torch_rmsprop_everything": lambda: gx.torch.RMSprop(
         lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=1e-3, momentum=0.9, centered=True),
     "from_config": lambda: gx.from_config(gx.to_config(_keras_adam_everything())),
@@ -576,6 +595,12 @@ UNNAMED_CONSTRUCTORS = {
     "torch.AdamW": ["torch_adamw"],
     "torch.RMSprop": ["torch_rmsprop_everything"],
     "torch.clip_grad_norm_": ["torch_clip_grad_norm_inf"],
+    "torch.Adadelta": ["torch_adadelta_everything"],
+    "torch.Adamax": ["torch_adamax_everything"],
+    "torch.NAdam": ["torch_nadam_everything", "torch_nadamw"],
+    "torch.RAdam": ["torch_radam_everything"],
+    "torch.Rprop": ["torch_rprop_everything"],
+    "torch.ASGD": ["torch_asgd_everything"],
     "torch.clip_grad_value_": ["torch_clip_grad_value"],
     "to_optax": ["to_optax"],
     "from_config": ["from_config"],

@@ -125,6 +125,14 @@ _CYCLE = dict(total_steps=count(optional=True), epochs=count(optional=True),
               anneal_strategy=[("cosine", ValueError), (3, TypeError), (None, TypeError)],
               base_momentum=rate(allow_one=True), max_momentum=rate(allow_one=True),
               three_phase=BOOL)
+# torch's Rprop (etaminus, etaplus) and (min step, max step).
+_TORCH_ETAS = [(0.5, TypeError), ((0.5,), TypeError), (None, TypeError), (("0.5", 1.2), TypeError),
+               ((0.5, 1.0), ValueError), ((1.0, 1.2), ValueError), ((0.0, 1.2), ValueError),
+               ((-0.5, 1.2), ValueError), ((0.5, NAN), ValueError), ((0.5, INF), ValueError)]
+_TORCH_STEP_SIZES = [(1e-6, TypeError), ((1e-6,), TypeError), (None, TypeError),
+                     (("a", 50), TypeError), ((True, 50), TypeError), ((-1.0, 50), ValueError),
+                     ((0.0, 0.0), ValueError), ((1.0, 0.5), ValueError), ((0.1, 50), ValueError),
+                     ((1e-6, NAN), ValueError), ((1e-6, 1e39), ValueError)]
 # A p-norm's order: a Python number > 0, or inf.
 _NORM_TYPE = [(None, TypeError), ([2.0], TypeError), (ARRAY2, TypeError), (True, TypeError),
               (0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (-INF, ValueError)]
@@ -163,6 +171,7 @@ _MOMENTS = dict(b1=rate(), b2=rate(), eps=non_negative())
 _BELIEF = dict(_MOMENTS, eps_root=non_negative(), nesterov=BOOL)
 # r_t is real only for rho_t >= 4, so the threshold must be at least 4.
 _RADAM = dict(_BELIEF, threshold=real() + [(3.9, ValueError), (0.0, ValueError), (-5.0, ValueError)])
+_RADAM_TRANSFORM = dict(_RADAM, eps_hat=BOOL, accurate_bias_correction=BOOL)
 # A number, as optax's transform needs: a schedule is not one.
 _NOVOGRAD = dict(b1=rate(allow_one=True), b2=rate(), eps=non_negative(), eps_root=non_negative(),
                  weight_decay=non_negative() + [(CONST, TypeError)])
@@ -207,8 +216,15 @@ _ADAM_FAMILY_SPECS = {
     "scale_by_belief": (gx.scale_by_belief, {}, _BELIEF),
     "scale_by_yogi": (gx.scale_by_yogi, {},
                       dict(_MOMENTS, eps_root=non_negative(), initial_accumulator_value=positive())),
-    "scale_by_radam": (gx.scale_by_radam, {}, _RADAM),
-    "scale_by_adamax": (gx.scale_by_adamax, {}, dict(_MOMENTS, eps_in_max=BOOL)),
+    "scale_by_radam": (gx.scale_by_radam, {}, _RADAM_TRANSFORM),
+    "scale_by_adamax": (gx.scale_by_adamax, {}, dict(_MOMENTS, eps_in_max=BOOL,
+                                                     accurate_bias_correction=BOOL)),
+    "scale_by_nadam": (gx.scale_by_nadam, {}, dict(_MOMENTS, momentum_decay=non_negative(),
+                                                   accurate_bias_correction=BOOL)),
+    "params_average": (gx.params_average, {}, dict(t0=non_negative(), average_dtype=DTYPE)),
+    "schedules.averaged_sgd_schedule": (
+        S.averaged_sgd_schedule, dict(learning_rate=0.1),
+        dict(learning_rate=non_negative(), lambd=non_negative(), alpha=non_negative())),
     "scale_by_novograd": (gx.scale_by_novograd, {}, dict(_NOVOGRAD, mu_dtype=DTYPE)),
     "adabelief": (gx.adabelief, dict(learning_rate=0.1), dict(_BELIEF, learning_rate=LEARNING_RATE)),
     "adamax": (gx.adamax, dict(learning_rate=0.1), dict(_MOMENTS, learning_rate=LEARNING_RATE)),
@@ -699,6 +715,26 @@ SPECS = {
              threshold_mode=[("relative", ValueError), (1, TypeError), (None, TypeError)],
              cooldown=count(0), min_lr=non_negative(), eps=non_negative())),
     # --- PyTorch presets
+    "torch.Adadelta": (gx.torch.Adadelta, {},
+                       dict(lr=non_negative(), rho=rate(allow_one=True), eps=positive(),
+                            weight_decay=non_negative(), maximize=BOOL)),
+    "torch.Adamax": (gx.torch.Adamax, {},
+                     dict(lr=non_negative(), betas=_TORCH_BETAS, eps=non_negative(),
+                          weight_decay=non_negative(), maximize=BOOL)),
+    "torch.NAdam": (gx.torch.NAdam, {},
+                    dict(lr=non_negative(), betas=_TORCH_BETAS, eps=non_negative(),
+                         weight_decay=non_negative(), momentum_decay=non_negative(),
+                         decoupled_weight_decay=BOOL, maximize=BOOL)),
+    "torch.RAdam": (gx.torch.RAdam, {},
+                    dict(lr=non_negative(), betas=_TORCH_BETAS, eps=non_negative(),
+                         weight_decay=non_negative(), decoupled_weight_decay=BOOL, maximize=BOOL)),
+    "torch.Rprop": (gx.torch.Rprop, {},
+                    dict(lr=positive() + [(100.0, ValueError), (1e-7, ValueError),
+                                          ((lambda count: 0.1), TypeError)],
+                         etas=_TORCH_ETAS, step_sizes=_TORCH_STEP_SIZES, maximize=BOOL)),
+    "torch.ASGD": (gx.torch.ASGD, {},
+                   dict(lr=non_negative(), lambd=non_negative(), alpha=non_negative(),
+                        t0=non_negative(), weight_decay=non_negative(), maximize=BOOL)),
     "torch.clip_grad_norm_": (gx.torch.clip_grad_norm_, dict(max_norm=1.0),
                               dict(max_norm=positive(), error_if_nonfinite=BOOL,
                                    norm_type=_NORM_TYPE + [("fro", ValueError)],

@@ -333,7 +333,7 @@ SKIPS_BY_DESIGN = {
 IGNORES_GRADIENT = {"set_to_zero"}
 # Elementwise clipping first: ±inf becomes ±max_delta, a legitimate finite value (optax.clip too).
 SATURATES_INF = {"clip": 0.5, "named_chain": 1.0, "scale_by_sign": 1.0, "sign_sgd": 1.0,
-                 "scale_by_rprop": 1.0, "rprop": 1.0}
+                 "scale_by_rprop": 1.0, "rprop": 1.0, "torch_rprop_everything": 1.0}
 
 MOMENT_FIELDS = ("mu", "nu", "nu_max", "trace", "ema", "sum_of_squares")
 

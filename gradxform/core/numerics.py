@@ -171,6 +171,18 @@ def python_number(value: Any) -> Any:
     return value
 
 
+def is_static_zero(value: Any) -> bool:
+    """Whether ``value`` is a Python or numpy number equal to 0.
+
+    What a preset may leave out of its chain (no weight decay, no momentum). An
+    array, such as a value `inject_hyperparams` put in the state, is never
+    taken for 0: ``init`` sees it concrete and ``update`` traced, and both must
+    build the same chain.
+    """
+    value = python_number(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
 def hyperparameter(value: Any, dtype: Any) -> Any:
     """``value`` ready to meet arrays of ``dtype``: a Python (or numpy) number is returned
     as a Python number (weakly typed, never rounded), an array (a value injected by

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from gradxform.core import validation
+from gradxform.core import numerics, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule
 from gradxform.keras.arguments import checked_base, keras_error
 from gradxform.keras.chain import fill_docstrings, keras_chain, keras_preset, scaled_by_learning_rate
@@ -68,7 +68,8 @@ def sgd(
 
     def rule(learning_rate):
         steps = [scale_by_learning_rate(learning_rate)]
-        return steps + [trace(momentum, nesterov=nesterov)] if momentum != 0 else steps
+        return (steps if numerics.is_static_zero(momentum)
+                else steps + [trace(momentum, nesterov=nesterov)])
 
     return keras_preset(owner, keras_chain(rule, base), arguments)
 
@@ -130,7 +131,7 @@ def rmsprop(
 
     def rule(learning_rate):
         steps = [scaling, scale_by_learning_rate(learning_rate)]
-        return steps + [trace(momentum)] if momentum > 0 else steps
+        return steps if numerics.is_static_zero(momentum) else steps + [trace(momentum)]
 
     return keras_preset(owner, keras_chain(rule, base), arguments)
 

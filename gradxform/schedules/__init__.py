@@ -6,6 +6,7 @@ with Keras's, and `AtLastMicroStep` for Keras's counting under gradient
 accumulation. Each ``repr`` is the call that rebuilds it.
 """
 
+from gradxform.schedules.averaged_sgd import averaged_sgd_schedule
 from gradxform.schedules.composite import (
     cosine_onecycle_schedule,
     join_schedules,
@@ -44,6 +45,7 @@ __all__ = [
     "InverseTimeDecay",
     "PiecewiseConstantDecay",
     "PolynomialDecay",
+    "averaged_sgd_schedule",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",

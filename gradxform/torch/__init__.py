@@ -10,8 +10,10 @@ from gradxform.torch.annealing import (
     OneCycleMomentum,
 )
 from gradxform.torch.clipping import clip_grad_norm_, clip_grad_value_
+from gradxform.torch.more_optimizers import Adadelta, Adamax, NAdam, RAdam
 from gradxform.torch.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 from gradxform.torch.plateau import ReduceLROnPlateau, TorchPlateauState
+from gradxform.torch.rprop_asgd import ASGD, Rprop
 from gradxform.torch.schedules import (
     ConstantLR,
     ExponentialLR,
@@ -24,7 +26,8 @@ from gradxform.torch.schedules import (
 )
 
 __all__ = [
-    "Adagrad", "Adam", "AdamW", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
+    "ASGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "ConstantLR", "NAdam", "RAdam",
+    "Rprop", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
     "ExponentialLR", "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "OneCycleMomentum",
     "PolynomialLR", "RMSprop", "ReduceLROnPlateau", "SGD", "SequentialLR", "StepLR",
     "TorchPlateauState", "clip_grad_norm_", "clip_grad_value_",

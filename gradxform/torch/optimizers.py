@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradxform.core import validation
+from gradxform.core import numerics, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.schedules.keras import InverseTimeDecay
@@ -34,6 +34,11 @@ from gradxform.transforms.adaptive import scale_by_adagrad, scale_by_rms, scale_
 from gradxform.transforms.momentum import trace
 from gradxform.transforms.scaling import scale, scale_by_learning_rate, scale_by_schedule
 from gradxform.transforms.weight_decay import add_decayed_weights, decoupled_weight_decay
+
+
+def _injected(value: Any) -> bool:
+    """An array (from `inject_hyperparams`), whose value construction cannot check."""
+    return not isinstance(numerics.python_number(value), (int, float))
 
 
 def _check_lr(owner: str, lr: Any) -> None:
@@ -46,7 +51,7 @@ def _prologue(owner: str, maximize: Any, weight_decay: Any, coupled: bool = True
     validation.boolean(owner, "maximize", maximize)
     validation.non_negative(owner, "weight_decay", weight_decay)
     parts = [scale(-1.0)] if maximize else []
-    if coupled and weight_decay != 0:
+    if coupled and not numerics.is_static_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay))
     return parts
 
@@ -100,13 +105,14 @@ def SGD(  # noqa: N802 (torch's name)
     validation.decay_rate(owner, "momentum", momentum, allow_one=True)
     validation.decay_rate(owner, "dampening", dampening, allow_one=True)
     validation.boolean(owner, "nesterov", nesterov)
-    if nesterov and (momentum <= 0 or dampening != 0):
+    if nesterov and (numerics.is_static_zero(momentum) or not (
+            numerics.is_static_zero(dampening) or _injected(dampening))):
         raise ValueError(f"{owner}: Nesterov momentum requires a momentum and zero dampening, "
                          f"got momentum={momentum!r}, dampening={dampening!r}")
     parts = _prologue(owner, maximize, weight_decay)
-    if momentum != 0:
+    if not numerics.is_static_zero(momentum):
         parts.append(trace(momentum, nesterov=nesterov,
-                           dampening=None if dampening == 0 else dampening))
+                           dampening=None if numerics.is_static_zero(dampening) else dampening))
     parts.append(scale_by_learning_rate(lr))
     return returned_by(chain(*parts), owner)
 
@@ -151,7 +157,7 @@ def Adagrad(  # noqa: N802
     validation.non_negative(owner, "eps", eps)
     parts = _prologue(owner, maximize, weight_decay)
     parts.append(scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt=False))
-    if lr_decay != 0:
+    if not numerics.is_static_zero(lr_decay):
         parts.append(scale_by_schedule(InverseTimeDecay(1.0, decay_steps=1,
                                                         decay_rate=lr_decay)))
     parts.append(scale_by_learning_rate(lr))
@@ -240,7 +246,7 @@ def AdamW(  # noqa: N802
     _check_lr(owner, lr)
     parts = _prologue(owner, maximize, weight_decay, coupled=False)
     parts += [_adam_rule(owner, betas, eps, amsgrad), scale_by_learning_rate(lr)]
-    if weight_decay != 0:
+    if not numerics.is_static_zero(weight_decay):
         parts.append(decoupled_weight_decay(weight_decay, lr))
     return returned_by(chain(*parts), owner)
 
@@ -290,7 +296,7 @@ def RMSprop(  # noqa: N802
     parts = _prologue(owner, maximize, weight_decay)
     parts.append((scale_by_stddev if centered else scale_by_rms)(
         decay=alpha, eps=eps, eps_in_sqrt=False))
-    if momentum != 0:
+    if not numerics.is_static_zero(momentum):
         parts.append(trace(momentum))
     parts.append(scale_by_learning_rate(lr))
     return returned_by(chain(*parts), owner)

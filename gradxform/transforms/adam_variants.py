@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradxform.core import numerics, tree, validation
+from gradxform.core import adam_moments, numerics, tree, validation
 from gradxform.core.base import GradientTransformation, Updates, public_constructor
 
 
@@ -56,12 +56,13 @@ def _compute(g, *state):
     return g.astype(dtype), numerics.real_dtype(dtype)
 
 
-def _corrections(b1, b2, count, nesterov):
+def _corrections(b1, b2, count, nesterov, accurate=False):
     """Per compute dtype: the bias corrections at ``count`` (and ``count + 1`` for Nesterov)."""
     return numerics.per_dtype(lambda dtype: (
-        numerics.bias_correction(b1, count, dtype),
-        numerics.bias_correction(b2, count, dtype),
-        numerics.bias_correction(b1, numerics.safe_increment(count), dtype) if nesterov else None,
+        numerics.bias_correction(b1, count, dtype, accurate=accurate),
+        numerics.bias_correction(b2, count, dtype, accurate=accurate),
+        numerics.bias_correction(b1, numerics.safe_increment(count), dtype, accurate=accurate)
+        if nesterov else None,
     ))
 
 
@@ -281,6 +282,8 @@ def scale_by_radam(
     threshold: float = 5.0,
     *,
     nesterov: bool = False,
+    eps_hat: bool = False,
+    accurate_bias_correction: bool = False,
 ) -> GradientTransformation:
     r"""Rescales updates by Rectified Adam (RAdam): Adam once the variance of its rate is tractable.
 
@@ -294,7 +297,10 @@ def scale_by_radam(
         \end{cases}
 
     with :math:`\hat m_t, \hat v_t` Adam's debiased moments (:math:`\hat m_t`
-    NAdam's with ``nesterov``). Same formula and defaults as
+    NAdam's with ``nesterov``). With ``eps_hat`` (``torch.optim.RAdam``'s form),
+    :math:`\epsilon` is added to the root of the raw :math:`v_t`:
+    :math:`r_t \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t + \epsilon_{root}} + \epsilon)`.
+    Same formula and defaults as
     ``optax.scale_by_radam``; its state has the fields of optax's
     ``ScaleByAdamState``. Two differences, both following the paper:
 
@@ -320,6 +326,10 @@ def scale_by_radam(
       threshold: :math:`\tau \ge 4`: from the first step with :math:`\rho_t \ge \tau`
         on, the adaptive step is used.
       nesterov: use Nesterov momentum, as NAdam.
+      eps_hat: add :math:`\epsilon` before the bias correction of :math:`v`
+        (torch's RAdam) instead of after it (optax's).
+      accurate_bias_correction: compute :math:`1-\beta^t` to float32's precision,
+        as torch does in float64 (as in `scale_by_adam`).
 
     Example:
       >>> import gradxform as gx
@@ -329,6 +339,8 @@ def scale_by_radam(
     _check_moment_arguments(owner, b1, b2, eps, eps_root)
     validation.in_range(owner, "threshold", threshold, low=4.0)
     validation.boolean(owner, "nesterov", nesterov)
+    validation.boolean(owner, "eps_hat", eps_hat)
+    validation.boolean(owner, "accurate_bias_correction", accurate_bias_correction)
 
     def init_fn(params):
         mu, nu = _zero_moments(params)
@@ -338,7 +350,7 @@ def scale_by_radam(
         del params, extra_args
         tree.check_same_structure(owner, "state", state.mu, updates)
         count = numerics.safe_increment(state.count)
-        corrections = _corrections(b1, b2, count, nesterov)
+        corrections = _corrections(b1, b2, count, nesterov, accurate_bias_correction)
         rectifications = numerics.per_dtype(lambda dtype: _rectification(b2, threshold, count, dtype))
 
         def leaf(g, mu, nu):
@@ -347,9 +359,9 @@ def scale_by_radam(
             nu_new = numerics.moment(b2, nu.astype(real), numerics.abs_sq(g_c))
             corrections_here = corrections(real)
             mu_hat = _debiased_mu(b1, mu_new, g_c, corrections_here, nesterov)
-            nu_hat = lax.div(nu_new, corrections_here[1])
             rate, rectified = rectifications(real)
-            adaptive = numerics.root_scaled(rate.astype(mu_hat.dtype) * mu_hat, nu_hat, eps, eps_root)
+            adaptive = adam_moments.scaled(rate.astype(mu_hat.dtype) * mu_hat, nu_new,
+                                           corrections_here[1], eps, eps_root, eps_hat)
             update = jnp.where(rectified, adaptive, mu_hat)
             return (numerics.store(update, g.dtype), numerics.store(mu_new, mu.dtype),
                     nu_new.astype(nu.dtype))

@@ -27,7 +27,8 @@ class ScaleByAdamaxState(NamedTuple):
 
 @public_constructor
 def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
-                    eps_in_max: bool = True) -> GradientTransformation:
+                    eps_in_max: bool = True,
+                    accurate_bias_correction: bool = False) -> GradientTransformation:
     r"""Rescales updates by AdaMax: Adam with the infinity norm in place of the second moment.
 
     .. math::
@@ -51,6 +52,9 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
       eps: :math:`\epsilon \ge 0`, added to :math:`|g_t|`.
       eps_in_max: add :math:`\epsilon` inside the maximum (optax, torch) or to
         :math:`v_t` after it (Keras).
+      accurate_bias_correction: compute :math:`1-\beta_1^t` to float32's precision,
+        as torch does in float64 (optax and Keras compute ``1 - b1**t`` in float32,
+        off by up to 5e-5 of itself in the first steps at :math:`\beta_1 = 0.999`).
 
     Example:
       >>> import gradxform as gx
@@ -61,6 +65,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
     validation.decay_rate(owner, "b2", b2)
     validation.non_negative(owner, "eps", eps)
     validation.boolean(owner, "eps_in_max", eps_in_max)
+    validation.boolean(owner, "accurate_bias_correction", accurate_bias_correction)
 
     def init_fn(params):
         return ScaleByAdamaxState(
@@ -72,7 +77,8 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
         del params, extra_args
         tree.check_same_structure(owner, "state", state.mu, updates)
         count = numerics.safe_increment(state.count)
-        corrections = numerics.per_dtype(lambda dtype: numerics.bias_correction(b1, count, dtype))
+        corrections = numerics.per_dtype(lambda dtype: numerics.bias_correction(
+            b1, count, dtype, accurate=accurate_bias_correction))
 
         def leaf(g, mu, nu):
             dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)

@@ -181,9 +181,12 @@ def _run_injected(run: Callable, given: dict, current: dict, operands: Any) -> A
         unchanged = jnp.all(jnp.stack([
             current[name] == np.asarray(value, current[name].dtype) for name, value in given.items()
         ]))
-        return jax.lax.cond(
-            unchanged, lambda: run(given, operands), lambda: run(current, operands)
-        )
+        try:
+            return jax.lax.cond(
+                unchanged, lambda: run(given, operands), lambda: run(current, operands)
+            )
+        except (TypeError, ValueError):  # the constants build another chain (a 0 left out)
+            return run(current, operands)
 
     @injected.defjvp
     def _differentiate_at_runtime_values(primals, tangents):
@@ -253,7 +256,8 @@ def inject_hyperparams(
         ``gx.keras.adam``. It is called once here (so bad arguments fail now)
         and again inside each ``init`` and ``update``: twice in ``update``,
         once with the given numbers and once with the state's values, the two
-        branches of a ``lax.cond`` (compiled both, one run per step).
+        branches of a ``lax.cond`` (compiled both, one run per step); only the
+        second where a given 0 leaves a member out (``gx.torch.SGD()``'s momentum).
       static_args: names of arguments never to inject.
       hyperparam_dtype: the dtype the values are stored in. None means
         float32, or float64 for float64 params, whatever lower precision the
@@ -321,7 +325,6 @@ def inject_hyperparams(
             count = numerics.zero_count()
             schedule_states = initial_schedule_states()
             values = schedule_values(count, schedule_states, {})
-            inner_state = factory_with(values).init(params)
             # A schedule's value keeps its own precision (at least float32): storing a
             # float32 schedule in float64 would only record its rounding.
             dtypes = {
@@ -330,6 +333,8 @@ def inject_hyperparams(
                 for name, value in {**values, **numeric}.items()
             }
             hyperparams = stored({**values, **numeric}, dtypes)
+            # From the arrays, as update builds it (a member left out for a Python 0 stays).
+            inner_state = factory_with(hyperparams).init(params)
             return InjectHyperparamsState(
                 count, Hyperparams(rules, hyperparams), schedule_states, inner_state
             )

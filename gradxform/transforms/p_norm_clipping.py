@@ -14,6 +14,7 @@ from gradxform.core.base import GradientTransformation, init_empty_state, public
 
 
 def _norm_type(owner: str, norm_type: Any) -> float:
+    norm_type = numerics.python_number(norm_type)
     if isinstance(norm_type, (int, float)) and not isinstance(norm_type, bool) and math.isinf(
             norm_type) and norm_type > 0:
         return math.inf

@@ -1,7 +1,12 @@
-"""An exponential moving average of the parameters (Keras's ``use_ema``), and reading it back."""
+"""Averages of the parameters, and reading them back with `finalize_params`.
+
+`params_ema` keeps an exponential moving average (Keras's ``use_ema``);
+`params_average` a running mean from a given step on (torch's ``ASGD``).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -18,6 +23,13 @@ class ParamsEmaState(NamedTuple):
     count: jax.Array  # int32, shape (): calls so far (saturating)
     ema: Params
     phase: jax.Array  # int32, shape (): calls modulo calls_per_step * overwrite_frequency
+
+
+class ParamsAverageState(NamedTuple):
+    """The number of calls so far and the running mean of the parameters."""
+
+    count: jax.Array  # int32, shape (): calls so far (saturating)
+    average: Params
 
 
 @public_constructor
@@ -130,6 +142,85 @@ def params_ema(
     return GradientTransformation(init_fn, update_fn)
 
 
+def _mean_weight(t0: Any, count: jax.Array) -> jax.Array:
+    """``1 / max(1, count - t0)`` in float32, with ``count - t0`` exact for a Python ``t0``.
+
+    The integer part of a Python ``t0`` is subtracted in int32, so that the
+    difference stays exact for counts past float32's 2**24.
+    """
+    t0 = numerics.python_number(t0)
+    if isinstance(t0, (int, float)):
+        whole = min(math.floor(t0), numerics.INT32_MAX)
+        excess = (count - whole).astype(jnp.float32) - (t0 - whole)
+    else:
+        excess = count.astype(jnp.float32) - jnp.asarray(t0).astype(jnp.float32)
+    return 1 / jnp.maximum(excess, 1)
+
+
+@public_constructor
+def params_average(t0: float = 0.0, *, average_dtype: Any = None) -> GradientTransformation:
+    r"""Keeps the running mean of the parameters from step :math:`t_0` on (Polyak averaging).
+
+    With :math:`\theta'_k = \theta_k + u_k` the parameters after the update of
+    call :math:`k` (from 0):
+
+    .. math::
+        w_k = \frac{1}{\max(1,\, k - t_0)}, \qquad
+        a \leftarrow a + w_k\, (\theta'_k - a) \quad (a \leftarrow \theta'_k \text{ where } w_k = 1)
+
+    For an integer :math:`t_0`, after call :math:`k > t_0 + 1` the average is
+    the mean of :math:`\theta'_{t_0+1}, \dots, \theta'_k`; until then it is a
+    copy of the latest parameters. This is ``torch.optim.ASGD``'s ``ax``
+    (``t0`` is its argument, with the same count: its step :math:`k + 1`).
+    The updates pass through unchanged: put it last in a chain, after the
+    learning rate, so that it sees the final update. `finalize_params` reads
+    the average out of the state. Polyak and Juditsky, 1992, "Acceleration of
+    stochastic approximation by averaging".
+
+    Args:
+      t0: :math:`t_0 \ge 0`, the step after which averaging starts.
+      average_dtype: dtype of the average; None keeps each parameter's dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform as gx
+      >>> tx = gx.chain(gx.sgd(0.1), gx.params_average(t0=100))
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+      >>> params = gx.apply_updates(params, updates)
+      >>> eval_params = gx.finalize_params(params, state)
+    """
+    owner = "params_average"
+    validation.non_negative(owner, "t0", t0)
+    validation.float_dtype(owner, "average_dtype", average_dtype)
+
+    def init_fn(params):
+        return ParamsAverageState(count=numerics.zero_count(),
+                                  average=tree.tree_zeros_like(params, average_dtype))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{owner}: update needs params, got params=None")
+        tree.check_same_structure(owner, "state", state.average, updates)
+        tree.check_same_structure(owner, "params", params, updates, none_matches=True)
+        weight = _mean_weight(t0, state.count)
+        new_params = apply_updates(params, updates)
+
+        def average(a, p_new):
+            dtype = numerics.compute_dtype(p_new.dtype, a.dtype)
+            a_c, p_c = a.astype(dtype), p_new.astype(dtype)
+            moved = a_c + weight.astype(dtype) * (p_c - a_c)
+            # torch copies where the weight is 1: a + (p - a) can miss p by a rounding.
+            return jnp.where(weight == 1, p_c, moved).astype(a.dtype)
+
+        average_tree = tree.tree_map_skip_none(average, state.average, new_params)
+        return updates, ParamsAverageState(count=numerics.safe_increment(state.count),
+                                           average=average_tree)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
 def finalize_params(params: Params, opt_state: Any) -> Params:
     r"""The parameters with their moving averages substituted in, for evaluation or export.
 
@@ -137,10 +228,11 @@ def finalize_params(params: Params, opt_state: Any) -> Params:
         \theta_i \leftarrow a_i \quad \text{for every average } a \text{ found in the state}
 
     Searches ``opt_state`` (however deeply nested, e.g. inside a chain or a loss
-    scaling wrapper) for `params_ema` states and returns ``params`` with their
-    averages in place of the parameters, cast to each parameter's dtype: Keras's
-    ``finalize_variable_values``. Returns ``params`` unchanged when the state
-    holds no average. When there are several, later ones in the state win.
+    scaling wrapper) for `params_ema` and `params_average` states and returns
+    ``params`` with their averages in place of the parameters, cast to each
+    parameter's dtype: Keras's ``finalize_variable_values``. Returns ``params``
+    unchanged when the state holds no average. When there are several, later
+    ones in the state win.
 
     Args:
       params: the current parameters.
@@ -152,19 +244,20 @@ def finalize_params(params: Params, opt_state: Any) -> Params:
       >>> gx.finalize_params(params, gx.adam(1e-3).init(params))["w"]  # no average: unchanged
       Array([1., 1.], dtype=float32)
     """
+    kinds = (ParamsEmaState, ParamsAverageState)
     found = [
-        node
-        for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ParamsEmaState))
-        if isinstance(node, ParamsEmaState)
+        node.ema if isinstance(node, ParamsEmaState) else node.average
+        for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds))
+        if isinstance(node, kinds)
     ]
-    for state in found:
-        if jax.tree.structure(state.ema) != jax.tree.structure(params):
+    for average in found:
+        if jax.tree.structure(average) != jax.tree.structure(params):
             raise ValueError(
                 "finalize_params: the params' tree structure does not match the average's in "
                 f"the state.\n  params:  {jax.tree.structure(params)}\n"
-                f"  average: {jax.tree.structure(state.ema)}"
+                f"  average: {jax.tree.structure(average)}"
             )
         params = tree.tree_map_skip_none(
-            lambda p, a: a.astype(numerics.leaf_dtype(p)), params, state.ema
+            lambda p, a: a.astype(numerics.leaf_dtype(p)), params, average
         )
     return params

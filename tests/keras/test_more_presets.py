@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.keras.harness import ScheduleSpec, check_parity, run_gradxform
+from tests.keras.harness import ScheduleSpec, check_parity, run_gradxform, run_keras
 
 _SHARED = [  # shared arguments, cycled over each optimizer's own configurations
     dict(weight_decay=0.1, exclude_from_weight_decay=["bias", "gamma"], clipnorm=1.0),
@@ -245,3 +245,16 @@ def test_rules_that_read_the_params_see_them_decayed_as_in_keras(optimizer, kwar
     decay, rule = first.hyperparams["decay"], first.hyperparams["rule"]
     swapped = run_gradxform(gx.chain(rule, decay))
     assert not np.allclose(swapped.trajectory[-1][0], ref.trajectory[-1][0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer, kwargs", [
+    ("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True)),
+    ("sgd", dict(learning_rate=0.05)),  # momentum 0.0, injected: the chain keeps a trace
+    ("rmsprop", dict(learning_rate=0.01, momentum=0.5, centered=True)),
+    ("rmsprop", dict(learning_rate=0.01)),
+])
+def test_inject_hyperparams_on_momentum_presets_gives_keras_numbers(optimizer, kwargs):
+    ref = run_keras(optimizer, kwargs)
+    tx = gx.inject_hyperparams(getattr(gx.keras, optimizer), static_args=("name",))(**kwargs)
+    from tests.keras.harness import assert_trajectories_close
+    assert_trajectories_close(run_gradxform(tx), ref, f"inject({optimizer})")

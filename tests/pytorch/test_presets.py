@@ -8,6 +8,8 @@ after every step at rtol 1e-5, atol 1e-6.
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,3 +137,39 @@ def test_presets_are_ordinary_chains_with_config_and_injection():
     injected = gx.inject_hyperparams(gx.torch.Adam)(lr=1e-3)
     state = injected.init({"w": jnp.ones(3)})
     assert float(gx.tree_get(state, "lr")) == pytest.approx(1e-3)
+
+
+def _every_preset():
+    return {
+        "SGD": dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3),
+        "Adagrad": dict(lr=0.1, lr_decay=0.01, weight_decay=1e-3),
+        "Adam": dict(lr=1e-2, weight_decay=1e-3),
+        "AdamW": dict(lr=1e-2),
+        "RMSprop": dict(lr=1e-3, momentum=0.9, weight_decay=1e-3),
+        "Adadelta": dict(lr=0.5, weight_decay=1e-3),
+        "Adamax": dict(lr=1e-2, weight_decay=1e-3),
+        "NAdam": dict(lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True),
+        "RAdam": dict(lr=1e-2, weight_decay=1e-3),
+        "ASGD": dict(lr=1e-2, lambd=1e-3, weight_decay=1e-3),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_every_preset()))
+def test_inject_hyperparams_gives_the_preset_numbers_and_defaults_at_zero_stay_injectable(name):
+    """Every float argument is injected (zeros too: the chain cannot depend on their values)."""
+    kwargs = _every_preset()[name]
+    preset = getattr(gx.torch, name)
+    injected = gx.inject_hyperparams(preset)(**kwargs)
+    plain = preset(**kwargs)
+    params = jax.tree.map(jnp.asarray, initial_params())
+    s1, s2 = injected.init(params), plain.init(params)
+    step1, step2 = jax.jit(injected.update), jax.jit(plain.update)
+    for g in gradient_stream(steps=5):
+        g = jax.tree.map(jnp.asarray, g)
+        u1, s1 = step1(g, s1, params)
+        u2, s2 = step2(g, s2, params)
+        for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+            np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-8)
+    # A default of 0 (weight decay, momentum) is injected too and can be set later.
+    if "weight_decay" in inspect.signature(preset).parameters:
+        assert "weight_decay" in gx.inject_hyperparams(preset)().init(params).hyperparams
