@@ -46,13 +46,14 @@ def gradient_stream(steps: int = STEPS, seed: int = 1) -> list:
 
 
 def run_torch(cls_name: str, kwargs: dict, factor: Callable[[int], float] | None = None,
-              grads: Sequence | None = None) -> list:
-    """The params (as numpy leaves, tree order) after every step of ``torch.optim.<cls_name>``."""
+              grads: Sequence | None = None, *, with_states: bool = False) -> Any:
+    """The params (as numpy leaves, tree order) after every step of ``torch.optim.<cls_name>``;
+    with ``with_states``, also each step's per-leaf ``optimizer.state`` as numpy dicts."""
     grads = gradient_stream() if grads is None else grads
     leaves = [torch.nn.Parameter(torch.tensor(x)) for x in jax.tree.leaves(initial_params())]
     optimizer = getattr(torch.optim, cls_name)(leaves, **kwargs)
     scheduler = None if factor is None else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    trajectory = []
+    trajectory, states = [], []
     for g in grads:
         for p, gi in zip(leaves, jax.tree.leaves(g)):
             p.grad = torch.tensor(gi)
@@ -60,10 +61,14 @@ def run_torch(cls_name: str, kwargs: dict, factor: Callable[[int], float] | None
         if scheduler is not None:
             scheduler.step()
         trajectory.append([p.detach().numpy().copy() for p in leaves])
-    return trajectory
+        if with_states:
+            states.append([{k: v.detach().numpy().copy() for k, v in optimizer.state[p].items()}
+                           for p in leaves])
+    return (trajectory, states) if with_states else trajectory
 
 
-def run_gradxform(tx: Any, grads: Sequence | None = None) -> list:
+def run_gradxform(tx: Any, grads: Sequence | None = None, *, with_states: bool = False) -> Any:
+    """Our params (numpy leaves) after every step; with ``with_states``, also the states."""
     grads = gradient_stream() if grads is None else grads
     params = jax.tree.map(jnp.asarray, initial_params())
     state = tx.init(params)
@@ -73,11 +78,22 @@ def run_gradxform(tx: Any, grads: Sequence | None = None) -> list:
         updates, state = tx.update(g, state, params)
         return gx.apply_updates(params, updates), state
 
-    trajectory = []
+    trajectory, states = [], []
     for g in grads:
         params, state = step(params, state, jax.tree.map(jnp.asarray, g))
         trajectory.append([np.asarray(x) for x in jax.tree.leaves(params)])
-    return trajectory
+        states.append(state)
+    return (trajectory, states) if with_states else trajectory
+
+
+def assert_leaves_close(ours: Sequence, theirs: Sequence, what: str, *, rtol: float = RTOL,
+                        atol: float = ATOL) -> None:
+    """Leaf by leaf, ``atol`` scaled by each leaf's largest magnitude: an entry near 0 in a
+    leaf of entries near 20 carries the rounding of those (float32's unit there is 2e-6)."""
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(ours), theirs, strict=True)):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        np.testing.assert_allclose(np.asarray(a), b, rtol=rtol, atol=atol * scale,
+                                   err_msg=f"{what}, leaf {i}")
 
 
 def check_parity(cls_name: str, kwargs: dict, factor: Callable[[int], float] | None = None,
@@ -90,15 +106,9 @@ def check_parity(cls_name: str, kwargs: dict, factor: Callable[[int], float] | N
         ours_kwargs["lr"] = lambda count: lr * factor_jnp(factor, count)
     ref = run_torch(cls_name, kwargs, factor, grads)
     ours = run_gradxform(getattr(gx.torch, cls_name)(**ours_kwargs), grads)
-    names = [jax.tree_util.keystr(path) for path, _ in
-             jax.tree_util.tree_flatten_with_path(initial_params())[0]]
     for step, (mine, theirs) in enumerate(zip(ours, ref, strict=True)):
-        for name, a, b in zip(names, mine, theirs):
-            # atol scales with the leaf: an entry near 0 in a leaf of entries near 20 carries
-            # the rounding of those (float32's unit there is 2e-6).
-            scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * scale,
-                                       err_msg=f"{cls_name}({kwargs}): step {step}, leaf {name}")
+        assert_leaves_close(mine, theirs, f"{cls_name}({kwargs}): step {step}", rtol=rtol,
+                            atol=atol)
     return ours, ref
 
 

@@ -17,13 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import gradxform as gx
-from gradxform.torch.more_optimizers import Adadelta, Adamax, NAdam, RAdam
-from gradxform.torch.rprop_asgd import ASGD, Rprop
 from tests.pytorch.harness import (
     STEPS,
+    assert_leaves_close,
     check_parity,
     gradient_stream,
     initial_params,
@@ -31,14 +29,9 @@ from tests.pytorch.harness import (
     run_torch,
 )
 
+Adadelta, Adamax, NAdam, RAdam = gx.torch.Adadelta, gx.torch.Adamax, gx.torch.NAdam, gx.torch.RAdam
+ASGD, Rprop = gx.torch.ASGD, gx.torch.Rprop
 PRESETS = {f.__name__: f for f in (Adadelta, Adamax, NAdam, RAdam, Rprop, ASGD)}
-
-
-@pytest.fixture(autouse=True)
-def _presets_in_gx_torch(monkeypatch):
-    """``check_parity`` finds presets as ``gx.torch.<name>``; these may not be exported yet."""
-    for name, preset in PRESETS.items():
-        monkeypatch.setattr(gx.torch, name, preset, raising=False)
 
 
 def _decay(k):
@@ -116,48 +109,6 @@ def test_every_argument_of_every_preset_is_exercised():
         assert name == "Rprop" or any(factor is not None for _, factor in configs), name
 
 
-# --- helpers that also return the states ---------------------------------------------
-
-
-def _torch_run(cls_name, kwargs, grads, factor=None):
-    """torch's params after every step, and the optimizer (for its state)."""
-    leaves = [torch.nn.Parameter(torch.tensor(x)) for x in jax.tree.leaves(initial_params())]
-    optimizer = getattr(torch.optim, cls_name)(leaves, **kwargs)
-    scheduler = None if factor is None else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    trajectory, states = [], []
-    for g in grads:
-        for p, gi in zip(leaves, jax.tree.leaves(g)):
-            p.grad = torch.tensor(gi)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        trajectory.append([p.detach().numpy().copy() for p in leaves])
-        states.append([{k: v.detach().numpy().copy() for k, v in optimizer.state[p].items()}
-                       for p in leaves])
-    return trajectory, states
-
-
-def _gradxform_run(tx, grads):
-    """Our params after every step, and the states."""
-    params = jax.tree.map(jnp.asarray, initial_params())
-    state = tx.init(params)
-    step = jax.jit(lambda p, s, g: (lambda u, s2: (gx.apply_updates(p, u), s2))(
-        *tx.update(g, s, p)))
-    trajectory, states = [], []
-    for g in grads:
-        params, state = step(params, state, jax.tree.map(jnp.asarray, g))
-        trajectory.append(params)
-        states.append(state)
-    return trajectory, states
-
-
-def _assert_close(ours, theirs, what, rtol=1e-5, atol=1e-6):
-    for i, (a, b) in enumerate(zip(jax.tree.leaves(ours), theirs, strict=True)):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        np.testing.assert_allclose(np.asarray(a), b, rtol=rtol, atol=atol * scale,
-                                   err_msg=f"{what}, leaf {i}")
-
-
 def _sign_pattern_stream(steps=24, seed=3):
     """Gradients whose signs flip on a fixed pattern per coordinate, magnitudes random."""
     rng = np.random.default_rng(seed)
@@ -177,8 +128,8 @@ def test_rprop_sign_flips_stop_the_step_and_shrink_the_step_size_as_torch():
     grads = _sign_pattern_stream()
     kwargs = dict(lr=0.05, etas=(0.3, 2.0), step_sizes=(1e-3, 0.2))
     ours, ref = check_parity("Rprop", kwargs, grads=grads)
-    ref_run, ref_states = _torch_run("Rprop", kwargs, grads)
-    _, our_states = _gradxform_run(Rprop(**kwargs), grads)
+    ref_run, ref_states = run_torch("Rprop", kwargs, grads=grads, with_states=True)
+    _, our_states = run_gradxform(Rprop(**kwargs), grads, with_states=True)
     # torch's reference really flips, stands still there, and reaches both clips.
     first = [np.asarray(x) for x in jax.tree.leaves(initial_params())]
     flips = stands = 0
@@ -195,7 +146,7 @@ def test_rprop_sign_flips_stop_the_step_and_shrink_the_step_size_as_torch():
     sizes = np.concatenate([s["step_size"].ravel() for s in ref_states[-1]])
     assert sizes.min() == pytest.approx(1e-3) and sizes.max() == pytest.approx(0.2)
     for t in (0, 5, len(grads) - 1):
-        _assert_close(gx.tree_get(our_states[t], "step_sizes"),
+        assert_leaves_close(gx.tree_get(our_states[t], "step_sizes"),
                       [s["step_size"] for s in ref_states[t]], f"step sizes at step {t}")
 
 
@@ -261,8 +212,8 @@ def test_nadam_decoupled_decay_shrinks_the_params_where_coupled_decay_moves_the_
 def test_nadam_keeps_torchs_running_product_of_the_momentum_schedule():
     kwargs = dict(lr=1e-2, momentum_decay=0.3)
     grads = gradient_stream(steps=12)
-    _, ref_states = _torch_run("NAdam", kwargs, grads)
-    _, our_states = _gradxform_run(NAdam(**kwargs), grads)
+    _, ref_states = run_torch("NAdam", kwargs, grads=grads, with_states=True)
+    _, our_states = run_gradxform(NAdam(**kwargs), grads, with_states=True)
     for t in range(len(grads)):
         np.testing.assert_allclose(float(gx.tree_get(our_states[t], "mu_product")),
                                    float(ref_states[t][0]["mu_product"]), rtol=1e-6)
@@ -278,15 +229,17 @@ def test_nadam_keeps_torchs_running_product_of_the_momentum_schedule():
 ])
 def test_asgd_average_is_torchs_ax_through_finalize_params(kwargs, factor):
     grads = gradient_stream()
-    ref, ref_states = _torch_run("ASGD", kwargs, grads, factor)
+    ref, ref_states = run_torch("ASGD", kwargs, factor, grads, with_states=True)
     ours_kwargs = dict(kwargs)
     if factor is not None:
         ours_kwargs["lr"] = lambda count: kwargs["lr"] * factor(jnp.asarray(count, jnp.float32))
-    ours, our_states = _gradxform_run(ASGD(**ours_kwargs), grads)
+    leaves, our_states = run_gradxform(ASGD(**ours_kwargs), grads, with_states=True)
+    treedef = jax.tree.structure(initial_params())
+    ours = [jax.tree.unflatten(treedef, step) for step in leaves]
     for t in range(len(grads)):
-        _assert_close(ours[t], ref[t], f"params at step {t}")
+        assert_leaves_close(ours[t], ref[t], f"params at step {t}")
         average = gx.finalize_params(ours[t], our_states[t])
-        _assert_close(average, [s["ax"] for s in ref_states[t]], f"ax at step {t}")
+        assert_leaves_close(average, [s["ax"] for s in ref_states[t]], f"ax at step {t}")
     t0 = kwargs.get("t0", 1e6)
     if t0 < STEPS - 2:  # averaging began: the average is not the params any more
         last = jax.tree.leaves(gx.finalize_params(ours[-1], our_states[-1]))
