@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import gradxform as gx
 from tests.pytorch.harness import check_parity, gradient_stream, initial_params, run_gradxform
@@ -173,3 +174,30 @@ def test_inject_hyperparams_gives_the_preset_numbers_and_defaults_at_zero_stay_i
     # A default of 0 (weight decay, momentum) is injected too and can be set later.
     if "weight_decay" in inspect.signature(preset).parameters:
         assert "weight_decay" in gx.inject_hyperparams(preset)().init(params).hyperparams
+
+
+def test_param_groups_map_onto_partition_by_patterns():
+    """torch's param_groups (their own lr and weight decay) as one preset per group."""
+    params0 = initial_params()
+    leaves = {"/".join(str(getattr(k, "key", k)) for k in path): x for path, x in
+              jax.tree_util.tree_flatten_with_path(params0)[0]}
+    tensors = {name: torch.nn.Parameter(torch.tensor(x)) for name, x in leaves.items()}
+    biases = [t for name, t in tensors.items() if name.endswith(("bias", "b"))]
+    others = [t for name, t in tensors.items() if not name.endswith(("bias", "b"))]
+    opt = torch.optim.AdamW([{"params": others}, {"params": biases, "lr": 3e-2, "weight_decay": 0.0}],
+                            lr=1e-2, weight_decay=0.1)
+    tx = gx.partition_by_patterns([("bias$|/b$", gx.torch.AdamW(lr=3e-2, weight_decay=0.0))],
+                                  default=gx.torch.AdamW(lr=1e-2, weight_decay=0.1))
+    params = jax.tree.map(jnp.asarray, params0)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: (lambda u, s2: (gx.apply_updates(p, u), s2))(
+        *tx.update(g, s, p)))
+    for g in gradient_stream():
+        for (path, gi) in jax.tree_util.tree_flatten_with_path(g)[0]:
+            tensors["/".join(str(getattr(k, "key", k)) for k in path)].grad = torch.tensor(gi)
+        opt.step()
+        params, state = step(params, state, jax.tree.map(jnp.asarray, g))
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            np.testing.assert_allclose(x, tensors[name].detach().numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
