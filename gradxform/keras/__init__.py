@@ -3,7 +3,7 @@
 from gradxform.keras.interchange import from_keras_config, to_keras_config
 from gradxform.keras.loss_scale import loss_scale_optimizer
 from gradxform.keras.momentum import lion, rmsprop, sgd
-from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw
+from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw, nadam
 from gradxform.keras.regularized import ftrl, lamb
 from gradxform.schedules.keras import (
     CosineDecay,
@@ -31,6 +31,7 @@ __all__ = [
     "lamb",
     "lion",
     "loss_scale_optimizer",
+    "nadam",
     "rmsprop",
     "sgd",
     "to_keras_config",

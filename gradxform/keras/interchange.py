@@ -23,12 +23,12 @@ _OWNER_IN, _OWNER_OUT = "keras.from_keras_config", "keras.to_keras_config"
 PRESETS = {
     "Adadelta": presets.adadelta, "Adagrad": presets.adagrad, "Adam": presets.adam,
     "AdamW": presets.adamw, "Adamax": presets.adamax, "Ftrl": regularized.ftrl,
-    "Lamb": regularized.lamb, "Lion": momentum.lion,
+    "Lamb": regularized.lamb, "Lion": momentum.lion, "Nadam": presets.nadam,
     "RMSprop": momentum.rmsprop, "SGD": momentum.sgd,
     "LossScaleOptimizer": loss_scale.loss_scale_optimizer,
 }
 _DEFAULT_NAMES = {"adadelta": "Adadelta", "adagrad": "Adagrad", "adam": "Adam", "adam_w": "AdamW",
-                  "adamax": "Adamax", "ftrl": "Ftrl", "lamb": "Lamb", "lion": "Lion",
+                  "adamax": "Adamax", "ftrl": "Ftrl", "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam",
                   "rm_sprop": "RMSprop", "sgd": "SGD",
                   "loss_scale_optimizer": "LossScaleOptimizer"}
 SCHEDULES = {name: getattr(keras_schedules, name) for name in (

@@ -46,7 +46,7 @@ RTOL, ATOL = 1e-5, 1e-6
 # gx.keras preset name -> Keras class name
 KERAS_CLASSES = {"adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax",
                  "adadelta": "Adadelta", "sgd": "SGD", "rmsprop": "RMSprop", "lion": "Lion",
-                 "ftrl": "Ftrl", "lamb": "Lamb"}
+                 "ftrl": "Ftrl", "lamb": "Lamb", "nadam": "Nadam"}
 
 # One parameter set per Keras schedule, shaped for a 24-call run (warmup, restarts, ... all happen).
 SCHEDULES = {

@@ -1,4 +1,4 @@
-"""``gx.keras`` SGD, RMSprop, Lion, AdamW, Adamax, Adadelta, Ftrl and Lamb against live Keras 3.
+"""``gx.keras`` SGD, RMSprop, Lion, AdamW, Adamax, Adadelta, Nadam, Ftrl and Lamb against live Keras 3.
 
 Each optimizer runs the harness's gradient stream (24 calls, with large, zero
 and always-zero gradients) through Keras's jitted ``stateless_apply`` and
@@ -58,6 +58,9 @@ _OWN = {
              dict(learning_rate=0.05, l2_shrinkage_regularization_strength=0.1),
              dict(learning_rate=0.05, beta=1.0, initial_accumulator_value=0.0),
              dict(learning_rate=0.05, learning_rate_power=0.0)],
+    "nadam": [dict(learning_rate=0.05), dict(learning_rate=0.05, beta_1=0.5, beta_2=0.9),
+              dict(learning_rate=0.05, epsilon=1e-3), dict(learning_rate=0.05, beta_1=0.99),
+              dict(learning_rate=0.05, weight_decay=0.1)],
     "lamb": [dict(learning_rate=0.01), dict(learning_rate=0.01, beta_1=0.5, beta_2=0.9),
              dict(learning_rate=0.01, epsilon=1e-3), dict(learning_rate=0.01, weight_decay=0.3),
              dict(learning_rate=0.01, weight_decay=0.1)],
@@ -155,6 +158,7 @@ _SINGLE_STEP = {
     "lion": (dict(learning_rate=0.5), [0.5, 1.5, 2.5, 3.5]),
     "ftrl": (dict(learning_rate=0.5), [0.2218, 1.3954, 2.3651, 2.8814]),
     "lamb": (dict(learning_rate=0.5), [-0.3693, 0.6306, 1.6306, 2.6306]),
+    "nadam": (dict(learning_rate=0.5), [0.4686, 1.4686, 2.4686, 3.4686]),
 }
 _GOLDEN = {
     "sgd": (dict(nesterov=True), np.array([
@@ -189,6 +193,13 @@ _GOLDEN = {
         [-0.0121, -0.0246, -0.0363, -0.0472, -0.0573, -0.0668, -0.0757, -0.0842, -0.0922, -0.0999],
         [-0.0164, -0.0328, -0.0481, -0.0623, -0.0753, -0.0875, -0.099, -0.1098, -0.1201, -0.1299]])),
     "lamb": (dict(), np.tile([[0.999], [0.9982], [0.9974], [0.9965], [0.9955]], (1, 10))),
+    "nadam": (dict(learning_rate=0.5, beta_1=0.5, beta_2=0.67, epsilon=1e-5), np.array([
+        [0.4281] * 10,
+        [-0.1738, -0.1731, -0.1726, -0.1723, -0.1721, -0.172, -0.1719, -0.1718, -0.1718, -0.1717],
+        [-0.7115, -0.7103, -0.7096, -0.7092, -0.709, -0.7088, -0.7086, -0.7085, -0.7085, -0.7084],
+        [-1.2335, -1.2322, -1.2313, -1.2309, -1.2306, -1.2304, -1.2302, -1.2301, -1.23, -1.2299],
+        [-1.7492, -1.7478, -1.7469, -1.7464, -1.7461, -1.7459, -1.7457, -1.7456, -1.7455,
+         -1.7454]])),
 }
 
 
