@@ -333,7 +333,9 @@ SKIPS_BY_DESIGN = {
 IGNORES_GRADIENT = {"set_to_zero"}
 # Elementwise clipping first: ±inf becomes ±max_delta, a legitimate finite value (optax.clip too).
 SATURATES_INF = {"clip": 0.5, "named_chain": 1.0, "scale_by_sign": 1.0, "sign_sgd": 1.0,
-                 "scale_by_rprop": 1.0, "rprop": 1.0, "torch_rprop_everything": 1.0}
+                 "scale_by_rprop": 1.0, "rprop": 1.0, "torch_rprop_everything": 1.0,
+                 # clipvalue / clip_grad_value_ first: ±inf becomes ±0.5
+                 "keras_lion": 0.5, "keras_nadam": 0.5, "torch_clip_grad_value": 0.5}
 
 MOMENT_FIELDS = ("mu", "nu", "nu_max", "trace", "ema", "sum_of_squares")
 

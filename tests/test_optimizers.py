@@ -159,43 +159,43 @@ INNER_CASES = [
     (lambda: gx.sgd(0.1), f"chain(identity(), {LR})"),
     (
         lambda: gx.sgd(0.1, momentum=0.9),
-        f"chain(trace(decay=0.9, nesterov=False, accumulator_dtype=None), {LR})",
+        f"chain(trace(decay=0.9, nesterov=False, accumulator_dtype=None, dampening=None), {LR})",
     ),
     (
         lambda: gx.sgd(exponential_decay, momentum=0.5, nesterov=True,
                        accumulator_dtype=jnp.float32),
-        "chain(trace(decay=0.5, nesterov=True, accumulator_dtype='float32'), "
+        "chain(trace(decay=0.5, nesterov=True, accumulator_dtype='float32', dampening=None), "
         "scale_by_learning_rate(learning_rate=<function exponential_decay>, flip_sign=True))",
     ),
     (
         lambda: gx.adagrad(0.1),
         "chain(scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, "
-        f"accumulator_dtype=None), {LR})",
+        f"accumulator_dtype=None, eps_in_sqrt=True), {LR})",
     ),
-    (lambda: gx.adam(0.1), f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), {LR})"),
+    (lambda: gx.adam(0.1), f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False, accurate_bias_correction=False), {LR})"),
     (
         lambda: gx.adam(0.1, b1=0.5, mu_dtype=jnp.bfloat16, nesterov=True),
         "chain(scale_by_adam(b1=0.5, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='bfloat16', "
-        f"nu_dtype=None, nesterov=True, eps_hat=False), {LR})",
+        f"nu_dtype=None, nesterov=True, eps_hat=False, accurate_bias_correction=False), {LR})",
     ),
     (
         lambda: gx.adam(0.1, amsgrad=True),
         f"chain(scale_by_amsgrad({ADAM_DEFAULTS}, bias_correction_mu=True, "
-        f"bias_correction_nu=True, eps_hat=False), {LR})",
+        f"bias_correction_nu=True, eps_hat=False, accurate_bias_correction=False), {LR})",
     ),
     (
         lambda: gx.adamw(0.1),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False, accurate_bias_correction=False), "
         f"add_decayed_weights(weight_decay=0.0001, mask=None, exclude=None), {LR})",
     ),
     (
         lambda: gx.adamw(0.1, weight_decay=0.01, mask=decay_matrices),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False, accurate_bias_correction=False), "
         f"add_decayed_weights(weight_decay=0.01, mask=<function decay_matrices>, exclude=None), {LR})",
     ),
     (
         lambda: gx.adamw(0.1, mask={"w": True, "b": False}),
-        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False), "
+        f"chain(scale_by_adam({ADAM_DEFAULTS}, nesterov=False, eps_hat=False, accurate_bias_correction=False), "
         f"add_decayed_weights(weight_decay=0.0001, mask={{'w': True, 'b': False}}, exclude=None), {LR})",
     ),
     (
@@ -206,7 +206,7 @@ INNER_CASES = [
     (
         lambda: gx.rmsprop(0.1, centered=True, momentum=0.9, nesterov=True, eps_in_sqrt=False),
         "chain(scale_by_stddev(decay=0.9, eps=1e-08, initial_scale=0.0, eps_in_sqrt=False, "
-        f"bias_correction=False), {LR}, trace(decay=0.9, nesterov=True, accumulator_dtype=None))",
+        f"bias_correction=False), {LR}, trace(decay=0.9, nesterov=True, accumulator_dtype=None, dampening=None))",
     ),
 ]
 

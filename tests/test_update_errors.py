@@ -35,6 +35,7 @@ _SHAPE_BLIND = _PASS_THROUGH | {
     "scale", "scale_by_learning_rate", "scale_by_learning_rate_schedule", "scale_by_schedule",
     "clip", "clip_by_norm", "clip_by_global_norm", "static_loss_scale", "named_chain", "sgd",
     "record_global_norm", "scale_by_sign", "sign_sgd",
+    "clip_by_global_p_norm", "torch_clip_grad_norm_inf", "torch_clip_grad_value",
     "add_noise", "add_noise_seed", "noisy_sgd", "inject_noisy_sgd",
 }
 

@@ -90,26 +90,28 @@ REPRS = [
             gx.clip_by_global_norm(1.0), gx.scale_by_adagrad(), gx.scale_by_learning_rate(1e-3)
         ),
         "chain(clip_by_global_norm(max_norm=1.0), "
-        "scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, accumulator_dtype=None), "
+        "scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, accumulator_dtype=None, "
+        "eps_in_sqrt=True), "
         "scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
     ),
     (
         lambda: gx.scale_by_adam(b1=0.8, mu_dtype=jnp.float16, nu_dtype=np.dtype("float32")),
         "scale_by_adam(b1=0.8, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='float16', "
-        "nu_dtype='float32', nesterov=False, eps_hat=False)",
+        "nu_dtype='float32', nesterov=False, eps_hat=False, accurate_bias_correction=False)",
     ),
     (
         lambda: gx.scale_by_amsgrad(mu_dtype=jnp.bfloat16, nu_dtype="float32"),
         "scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype='bfloat16', "
-        "nu_dtype='float32', bias_correction_mu=True, bias_correction_nu=True, eps_hat=False)",
+        "nu_dtype='float32', bias_correction_mu=True, bias_correction_nu=True, eps_hat=False, accurate_bias_correction=False)",
     ),
     (
         lambda: gx.scale_by_adagrad(accumulator_dtype=np.float32),
-        "scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, accumulator_dtype='float32')",
+        "scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-07, accumulator_dtype='float32', "
+        "eps_in_sqrt=True)",
     ),
     (
         lambda: gx.trace(0.9, nesterov=True, accumulator_dtype="float32"),
-        "trace(decay=0.9, nesterov=True, accumulator_dtype='float32')",
+        "trace(decay=0.9, nesterov=True, accumulator_dtype='float32', dampening=None)",
     ),
     (
         lambda: gx.named_chain(("clip", gx.clip(1.0)), ("lr", gx.scale(-0.1))),
@@ -175,6 +177,7 @@ def test_name_and_hyperparams_include_defaults():
         "nu_dtype": None,
         "nesterov": False,
         "eps_hat": False,
+        "accurate_bias_correction": False,
     }
     assert tx.children == ()
     assert tx.inner is None
@@ -212,12 +215,12 @@ def test_named_chain_children_are_the_pairs():
         (
             lambda: gx.adam(1e-3),
             "chain(scale_by_adam(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype=None, "
-            "nu_dtype=None, nesterov=False, eps_hat=False), scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
+            "nu_dtype=None, nesterov=False, eps_hat=False, accurate_bias_correction=False), scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
         ),
         (
             lambda: gx.adam(1e-3, amsgrad=True),
             "chain(scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, mu_dtype=None, "
-            "nu_dtype=None, bias_correction_mu=True, bias_correction_nu=True, eps_hat=False), "
+            "nu_dtype=None, bias_correction_mu=True, bias_correction_nu=True, eps_hat=False, accurate_bias_correction=False), "
             "scale_by_learning_rate(learning_rate=0.001, flip_sign=True))",
         ),
         (
@@ -226,14 +229,15 @@ def test_named_chain_children_are_the_pairs():
         ),
         (
             lambda: gx.adagrad(0.1, eps=0.0),
-            "chain(scale_by_adagrad(initial_accumulator_value=0.1, eps=0.0, accumulator_dtype=None), "
+            "chain(scale_by_adagrad(initial_accumulator_value=0.1, eps=0.0, accumulator_dtype=None, "
+            "eps_in_sqrt=True), "
             "scale_by_learning_rate(learning_rate=0.1, flip_sign=True))",
         ),
         (
             lambda: gx.rmsprop(0.1, momentum=0.5),
             "chain(scale_by_rms(decay=0.9, eps=1e-08, initial_scale=0.0, eps_in_sqrt=True, "
             "bias_correction=False), scale_by_learning_rate(learning_rate=0.1, flip_sign=True), "
-            "trace(decay=0.5, nesterov=False, accumulator_dtype=None))",
+            "trace(decay=0.5, nesterov=False, accumulator_dtype=None, dampening=None))",
         ),
     ],
 )
