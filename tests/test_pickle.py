@@ -1,6 +1,7 @@
 """Every transformation built by a public constructor pickles as the call that builds it:
 the copy has the same ``repr`` and state layout (``copy.deepcopy`` too), and, for the
-swept entries (``tests.factories.sweep``: every constructor), the same jitted updates."""
+swept entries (``tests.factories.sweep``: every constructor but the presets, whose
+chains are made of swept ones), the same jitted updates."""
 
 import copy
 import pickle
