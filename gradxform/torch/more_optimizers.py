@@ -14,16 +14,15 @@ Bias corrections :math:`1-\beta^t` are computed to float32's precision
 
 from __future__ import annotations
 
-from gradxform.core import numerics, validation
+from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
-from gradxform.torch.optimizers import _betas, _check_lr, _prologue
+from gradxform.torch.optimizers import _betas, _check_lr, _epilogue, _prologue
 from gradxform.transforms.adadelta import scale_by_adadelta
 from gradxform.transforms.adam_variants import scale_by_radam
 from gradxform.transforms.adamax import scale_by_adamax
 from gradxform.transforms.nadam import scale_by_nadam
 from gradxform.transforms.scaling import scale_by_learning_rate
-from gradxform.transforms.weight_decay import decoupled_weight_decay as decoupled_decay_transform
 
 # torch's RAdam uses the adaptive step once rho_t > 5.
 _RADAM_THRESHOLD = 5.0
@@ -109,14 +108,6 @@ def Adamax(  # noqa: N802
     return returned_by(chain(*parts), owner)
 
 
-def _decoupled_epilogue(owner: str, decoupled: bool, weight_decay: float,
-                        lr: ScalarOrSchedule) -> list:
-    """torch's ``param.mul_(1 - lr * weight_decay)``, when the decay is decoupled."""
-    if decoupled and not numerics.is_static_zero(weight_decay):
-        return [decoupled_decay_transform(weight_decay, lr)]
-    return []
-
-
 def NAdam(  # noqa: N802
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -167,7 +158,7 @@ def NAdam(  # noqa: N802
     parts += [scale_by_nadam(b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay,
                              accurate_bias_correction=True),
               scale_by_learning_rate(lr)]
-    parts += _decoupled_epilogue(owner, decoupled_weight_decay, weight_decay, lr)
+    parts += _epilogue(decoupled_weight_decay, weight_decay, lr)
     return returned_by(chain(*parts), owner)
 
 
@@ -218,5 +209,5 @@ def RAdam(  # noqa: N802
     parts += [scale_by_radam(b1=b1, b2=b2, eps=eps, threshold=_RADAM_THRESHOLD, eps_hat=True,
                              accurate_bias_correction=True),
               scale_by_learning_rate(lr)]
-    parts += _decoupled_epilogue(owner, decoupled_weight_decay, weight_decay, lr)
+    parts += _epilogue(decoupled_weight_decay, weight_decay, lr)
     return returned_by(chain(*parts), owner)

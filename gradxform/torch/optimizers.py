@@ -56,6 +56,13 @@ def _prologue(owner: str, maximize: Any, weight_decay: Any, coupled: bool = True
     return parts
 
 
+def _epilogue(decoupled: bool, weight_decay: Any, lr: ScalarOrSchedule) -> list:
+    """Step 4: torch's ``param.mul_(1 - lr * weight_decay)``, when the decay is decoupled."""
+    if decoupled and not numerics.is_static_zero(weight_decay):
+        return [decoupled_weight_decay(weight_decay, lr)]
+    return []
+
+
 def _betas(owner: str, betas: Any) -> tuple[float, float]:
     message = f"{owner}: betas must be a pair (beta1, beta2) of rates in [0, 1), got {betas!r}"
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -246,8 +253,7 @@ def AdamW(  # noqa: N802
     _check_lr(owner, lr)
     parts = _prologue(owner, maximize, weight_decay, coupled=False)
     parts += [_adam_rule(owner, betas, eps, amsgrad), scale_by_learning_rate(lr)]
-    if not numerics.is_static_zero(weight_decay):
-        parts.append(decoupled_weight_decay(weight_decay, lr))
+    parts += _epilogue(True, weight_decay, lr)
     return returned_by(chain(*parts), owner)
 
 
