@@ -217,6 +217,8 @@ FACTORIES = {
     "scale_by_factored_rms_factoring": lambda: gx.scale_by_factored_rms(
         decay_rate=0.5, step_offset=1, min_dim_size_to_factor=1, epsilon=1e-20
     ),
+    "scale_by_factored_rms_torch": lambda: gx.scale_by_factored_rms(
+        min_dim_size_to_factor=1, epsilon=0.0, factored_axes="last", floor="machine_epsilon"),
     "scale_by_sm3": lambda: gx.scale_by_sm3(),
     "scale_by_sm3_decaying": lambda: gx.scale_by_sm3(b1=0.5, b2=0.99, eps=1e-6),
     "adafactor": lambda: gx.adafactor(),
@@ -532,6 +534,10 @@ FACTORIES = {
         l2_shrinkage_regularization_strength=1e-3, beta=0.1, weight_decay=0.01),
     "keras_lamb": lambda: gx.keras.lamb(1e-3, weight_decay=0.01, global_clipnorm=1.0),
     "keras_nadam": lambda: gx.keras.nadam(2e-3, beta_1=0.8, use_ema=True, clipvalue=0.5),
+    "keras_adafactor": lambda: gx.keras.adafactor(0.05, clip_threshold=0.5, weight_decay=0.01,
+                                                  use_ema=True),
+    "keras_schedule_free_adamw": lambda: gx.keras.schedule_free_adamw(
+        0.01, warmup_steps=3, weight_decay=0.01, clipnorm=1.0),
     "weight_decay_first": lambda: gx.weight_decay_first(gx.decoupled_weight_decay(0.1, 0.01),
                                                         gx.chain(gx.scale_by_adam(),
                                                                  gx.scale_by_trust_ratio())),
@@ -548,6 +554,8 @@ FACTORIES = {
     "params_average": lambda: gx.chain(gx.sgd(0.1), gx.params_average(t0=2)),
     "torch_adadelta_everything": lambda: gx.torch.Adadelta(
         lr=0.5, rho=0.8, eps=1e-5, weight_decay=1e-3, maximize=True),
+    "torch_adafactor_everything": lambda: gx.torch.Adafactor(
+        lr=0.05, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=2.0, weight_decay=1e-2, maximize=True),
     "torch_adamax_everything": lambda: gx.torch.Adamax(
         lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3, maximize=True),
     "torch_nadam_everything": lambda: gx.torch.NAdam(
@@ -591,6 +599,8 @@ UNNAMED_CONSTRUCTORS = {
     "keras.ftrl": ["keras_ftrl_everything"],
     "keras.lamb": ["keras_lamb"],
     "keras.nadam": ["keras_nadam"],
+    "keras.adafactor": ["keras_adafactor"],
+    "keras.schedule_free_adamw": ["keras_schedule_free_adamw"],
     "torch.SGD": ["torch_sgd_everything", "torch_sgd_nesterov"],
     "torch.Adagrad": ["torch_adagrad_everything"],
     "torch.Adam": ["torch_adam_everything"],
@@ -599,6 +609,7 @@ UNNAMED_CONSTRUCTORS = {
     "torch.clip_grad_norm_": ["torch_clip_grad_norm_inf"],
     "torch.Adadelta": ["torch_adadelta_everything"],
     "torch.Adamax": ["torch_adamax_everything"],
+    "torch.Adafactor": ["torch_adafactor_everything"],
     "torch.NAdam": ["torch_nadam_everything", "torch_nadamw"],
     "torch.RAdam": ["torch_radam_everything"],
     "torch.Rprop": ["torch_rprop_everything"],

@@ -4,7 +4,7 @@ from gradxform.keras.interchange import from_keras_config, to_keras_config
 from gradxform.keras.loss_scale import loss_scale_optimizer
 from gradxform.keras.momentum import lion, rmsprop, sgd
 from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw, nadam
-from gradxform.keras.regularized import ftrl, lamb
+from gradxform.keras.regularized import adafactor, ftrl, lamb, schedule_free_adamw
 from gradxform.schedules.keras import (
     CosineDecay,
     CosineDecayRestarts,
@@ -22,6 +22,7 @@ __all__ = [
     "PiecewiseConstantDecay",
     "PolynomialDecay",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -33,6 +34,7 @@ __all__ = [
     "loss_scale_optimizer",
     "nadam",
     "rmsprop",
+    "schedule_free_adamw",
     "sgd",
     "to_keras_config",
 ]

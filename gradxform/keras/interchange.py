@@ -24,12 +24,14 @@ PRESETS = {
     "Adadelta": presets.adadelta, "Adagrad": presets.adagrad, "Adam": presets.adam,
     "AdamW": presets.adamw, "Adamax": presets.adamax, "Ftrl": regularized.ftrl,
     "Lamb": regularized.lamb, "Lion": momentum.lion, "Nadam": presets.nadam,
-    "RMSprop": momentum.rmsprop, "SGD": momentum.sgd,
+    "RMSprop": momentum.rmsprop, "SGD": momentum.sgd, "Adafactor": regularized.adafactor,
+    "ScheduleFreeAdamW": regularized.schedule_free_adamw,
     "LossScaleOptimizer": loss_scale.loss_scale_optimizer,
 }
 _DEFAULT_NAMES = {"adadelta": "Adadelta", "adagrad": "Adagrad", "adam": "Adam", "adam_w": "AdamW",
                   "adamax": "Adamax", "ftrl": "Ftrl", "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam",
-                  "rm_sprop": "RMSprop", "sgd": "SGD",
+                  "rm_sprop": "RMSprop", "sgd": "SGD", "adafactor": "Adafactor",
+                  "schedule_free_adam_w": "ScheduleFreeAdamW",
                   "loss_scale_optimizer": "LossScaleOptimizer"}
 SCHEDULES = {name: getattr(keras_schedules, name) for name in (
     "CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay",

@@ -27,6 +27,7 @@ from gradxform.schedules.piecewise import (
     piecewise_interpolate_schedule,
     warmup_exponential_decay_schedule,
 )
+from gradxform.schedules.step_size import relative_step_size, warmup_scaled_schedule
 from gradxform.schedules.standard import (
     constant_schedule,
     cosine_decay_schedule,
@@ -56,8 +57,10 @@ __all__ = [
     "piecewise_constant_schedule",
     "piecewise_interpolate_schedule",
     "polynomial_schedule",
+    "relative_step_size",
     "sgdr_schedule",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
+    "warmup_scaled_schedule",
 ]

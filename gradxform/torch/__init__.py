@@ -10,7 +10,7 @@ from gradxform.torch.annealing import (
     OneCycleMomentum,
 )
 from gradxform.torch.clipping import clip_grad_norm_, clip_grad_value_
-from gradxform.torch.more_optimizers import Adadelta, Adamax, NAdam, RAdam
+from gradxform.torch.more_optimizers import Adadelta, Adafactor, Adamax, NAdam, RAdam
 from gradxform.torch.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 from gradxform.torch.plateau import ReduceLROnPlateau, TorchPlateauState
 from gradxform.torch.rprop_asgd import ASGD, Rprop
@@ -26,7 +26,7 @@ from gradxform.torch.schedules import (
 )
 
 __all__ = [
-    "ASGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "ConstantLR", "NAdam", "RAdam",
+    "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "ConstantLR", "NAdam", "RAdam",
     "Rprop", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
     "ExponentialLR", "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "OneCycleMomentum",
     "PolynomialLR", "RMSprop", "ReduceLROnPlateau", "SGD", "SequentialLR", "StepLR",

@@ -1,4 +1,4 @@
-r"""``torch.optim``'s Adadelta, Adamax, NAdam and RAdam as gradxform chains.
+r"""``torch.optim``'s Adadelta, Adafactor, Adamax, NAdam and RAdam as gradxform chains.
 
 Built as `gradxform.torch.optimizers` builds SGD or Adam: torch's argument
 names and defaults without ``params``, and a `chain` of catalogue transforms
@@ -14,15 +14,21 @@ Bias corrections :math:`1-\beta^t` are computed to float32's precision
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.torch.optimizers import _betas, _check_lr, _epilogue, _prologue
+from gradxform.schedules.step_size import relative_step_size
 from gradxform.transforms.adadelta import scale_by_adadelta
 from gradxform.transforms.adam_variants import scale_by_radam
 from gradxform.transforms.adamax import scale_by_adamax
+from gradxform.transforms.block_clipping import clip_by_block_rms
+from gradxform.transforms.factored import scale_by_factored_rms
 from gradxform.transforms.nadam import scale_by_nadam
 from gradxform.transforms.scaling import scale_by_learning_rate
+from gradxform.transforms.trust_ratio import scale_by_param_block_rms
 
 # torch's RAdam uses the adaptive step once rho_t > 5.
 _RADAM_THRESHOLD = 5.0
@@ -65,6 +71,81 @@ def Adadelta(  # noqa: N802 (torch's name)
     parts = _prologue(owner, maximize, weight_decay)
     parts += [scale_by_adadelta(rho=rho, eps=eps), scale_by_learning_rate(lr)]
     return returned_by(chain(*parts), owner)
+
+
+def _adafactor_eps(owner: str, eps: Any) -> tuple[Any, float]:
+    """torch's ``eps=(eps1, eps2)``: ``eps1`` None or >= 2**-63 (its square a normal
+    float32, the floor of `scale_by_factored_rms`), ``eps2`` >= 0."""
+    message = (f"{owner}: eps must be a pair (eps1, eps2), eps1 None or a number >= 2**-63 "
+               f"and eps2 a number >= 0, got {eps!r}")
+    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+        raise TypeError(message)
+    try:
+        if eps[0] is not None:
+            validation.in_range(owner, "eps[0]", eps[0], low=2.0**-63)
+        validation.non_negative(owner, "eps[1]", eps[1])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{message} ({error})") from None
+    return eps[0], eps[1]
+
+
+def Adafactor(  # noqa: N802 (torch's name)
+    lr: ScalarOrSchedule = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adafactor``, same arguments, same numbers.
+
+    .. math::
+        \hat\beta_t = 1 - t^{c}, \quad
+        R_t = \hat\beta_t R_{t-1} + (1-\hat\beta_t)\,\mathrm{mean}_{-1} g_t^2, \quad
+        C_t = \hat\beta_t C_{t-1} + (1-\hat\beta_t)\,\mathrm{mean}_{-2} g_t^2, \\
+        \hat V_t = \frac{R_t \otimes C_t}{\max(\mathrm{mean}(R_t), \epsilon_1)}, \quad
+        u_t = \frac{\pm g_t}{\sqrt{\max(\hat V_t, \epsilon_1^2)}}, \\
+        \theta \leftarrow \theta(1 - \eta\lambda) - \min(\eta, t^{-1/2})\,
+        \max(\epsilon_2, \mathrm{rms}(\theta))\, \frac{u_t}{\max(1, \mathrm{rms}(u_t)/d)}
+
+    with :math:`t` counted from 1, :math:`c` = ``beta2_decay``, the last two
+    axes of a leaf with two or more factored (others keep a full
+    :math:`V_t`), and :math:`\mathrm{rms}(\theta)` read before the decay. The
+    chain is ``scale(-1)`` (``maximize``), ``scale_by_factored_rms(epsilon=0,
+    floor=eps1, factored_axes="last", min_dim_size_to_factor=1)``,
+    ``clip_by_block_rms(d)``, ``scale_by_param_block_rms(eps2)``,
+    ``scale_by_learning_rate(schedules.relative_step_size(lr))`` and
+    ``decoupled_weight_decay(weight_decay, lr)``. The arithmetic runs in at
+    least float32, where torch computes in the parameter's dtype.
+
+    Args:
+      lr: :math:`\eta \ge 0`, or a schedule of the step.
+      beta2_decay: :math:`c \le 0`.
+      eps: :math:`(\epsilon_1, \epsilon_2)`: :math:`\epsilon_1 \ge 2^{-63}` or None
+        (the parameter dtype's machine epsilon, as torch), :math:`\epsilon_2 \ge 0`.
+        torch also accepts smaller :math:`\epsilon_1`, down to 0, whose square is 0
+        in float32 and makes a zero gradient's step NaN; here they raise.
+      d: :math:`d \ge 1`, the largest RMS of a leaf's update.
+      weight_decay: :math:`\lambda \ge 0`, decoupled and multiplied by :math:`\eta`.
+      maximize: ascend the objective instead.
+
+    Example:
+      >>> import gradxform as gx
+      >>> tx = gx.torch.Adafactor(lr=1e-2, weight_decay=1e-2)
+    """
+    owner = "torch.Adafactor"
+    _check_lr(owner, lr)
+    validation.in_range(owner, "beta2_decay", beta2_decay, high=0.0)
+    eps1, eps2 = _adafactor_eps(owner, eps)
+    validation.in_range(owner, "d", d, low=1.0)
+    parts = _prologue(owner, maximize, weight_decay, coupled=False)
+    parts += [scale_by_factored_rms(decay_rate=-beta2_decay, min_dim_size_to_factor=1, epsilon=0.0,
+                                    factored_axes="last",
+                                    floor="machine_epsilon" if eps1 is None else eps1),
+              clip_by_block_rms(d), scale_by_param_block_rms(eps2),
+              scale_by_learning_rate(relative_step_size(lr))]
+    return returned_by(chain(*parts, *_epilogue(True, weight_decay, lr)), owner)
 
 
 def Adamax(  # noqa: N802

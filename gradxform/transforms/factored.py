@@ -63,19 +63,33 @@ def adafactor_decay_rate(step: Any, exponent: float = 0.8) -> jax.Array:
     return 1 - t ** -numerics.hyperparameter(exponent, jnp.float32)
 
 
-def _factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int):
+def _factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int,
+                   factored_axes: str = "largest"):
     """``(d1, d0)``: the axes of the second largest and the largest dimension, or None.
 
+    With ``factored_axes="last"``, the second to last and the last axis instead.
     None unless ``factored``, the leaf has at least two dimensions, and the
-    second largest is at least ``min_dim_size_to_factor``. Ties are broken as
-    ``np.argsort`` (hence optax's ``_factored_dims``) breaks them.
+    smaller of the two is at least ``min_dim_size_to_factor``. Ties are broken
+    as ``np.argsort`` (hence optax's ``_factored_dims``) breaks them.
     """
     if not factored or len(shape) < 2:
         return None
+    if factored_axes == "last":
+        d1, d0 = len(shape) - 2, len(shape) - 1
+        return None if min(shape[d1], shape[d0]) < min_dim_size_to_factor else (d1, d0)
     order = np.argsort(shape)
     if shape[order[-2]] < min_dim_size_to_factor:
         return None
     return int(order[-2]), int(order[-1])
+
+
+# The smallest floor f whose square f**2 is a normal float32 (2**-126), not 0.
+_SMALLEST_FLOOR = 2.0 ** -63
+
+
+def _floor_value(floor: Any, dtype: Any) -> Any:
+    """The floor :math:`f` for a leaf: a number, or the leaf dtype's machine epsilon."""
+    return float(jnp.finfo(dtype).eps) if isinstance(floor, str) else floor
 
 
 def _without(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -157,6 +171,9 @@ def scale_by_factored_rms(
     min_dim_size_to_factor: int = 128,
     epsilon: float = 1e-30,
     decay_rate_fn: Callable[[Any, Any], Any] = adafactor_decay_rate,
+    *,
+    factored_axes: str = "largest",
+    floor: float | str | None = None,
 ) -> GradientTransformation:
     r"""Rescales by a factored estimate of the gradients' root mean square (Adafactor).
 
@@ -184,6 +201,17 @@ def scale_by_factored_rms(
     sharded leaves the means are all-reduces and each statistic is sharded like
     its leaf without the reduced axis. Shazeer and Stern, 2018.
 
+    ``factored_axes="last"`` factors the last two axes, :math:`d_0 = -1` and
+    :math:`d_1 = -2`, whatever their sizes (Keras's and torch's Adafactor; for
+    a matrix the estimate is the same as the default's up to rounding, for
+    higher ranks it differs). A ``floor`` :math:`f` replaces the added
+    :math:`\epsilon` by torch's floors (``epsilon`` may then be 0):
+
+    .. math::
+        \hat V_t = \frac{R_t\, C_t}{\max(\mathrm{mean}_{d_1} R_t,\, f)}, \qquad
+        u_t = g_t \big/ \sqrt{\max(\hat V_t,\, f^2)}
+        \quad\text{(and } \sqrt{\max(V_t, f^2)} \text{ unfactored)}
+
     Args:
       factored: factor the second moment of leaves with two large axes.
       decay_rate: :math:`c \ge 0`, the second argument of ``decay_rate_fn``.
@@ -193,6 +221,10 @@ def scale_by_factored_rms(
       epsilon: :math:`\epsilon > 0`, added to the squared gradients.
       decay_rate_fn: :math:`f(t, c)`, a function of the shifted int32 step and
         ``decay_rate`` that returns the decay :math:`\hat\beta_t` as a scalar.
+      factored_axes: ``"largest"`` (optax) or ``"last"`` (Keras, torch): the axes factored.
+      floor: None (add ``epsilon``), :math:`f \ge 2^{-63}` (so that :math:`f^2` is a
+        normal float32), or ``"machine_epsilon"`` (the leaf dtype's, torch's
+        default): torch's floors above.
 
     Example:
       >>> import gradxform as gx
@@ -203,13 +235,29 @@ def scale_by_factored_rms(
     validation.non_negative(owner, "decay_rate", decay_rate)
     step_offset = validation.positive_int(owner, "step_offset", step_offset, minimum=0)
     min_dim = validation.positive_int(owner, "min_dim_size_to_factor", min_dim_size_to_factor)
-    validation.positive(owner, "epsilon", epsilon)
+    validation.string(owner, "factored_axes", factored_axes)
+    if factored_axes not in ("largest", "last"):
+        raise ValueError(f"{owner}: factored_axes must be 'largest' or 'last', "
+                         f"got {factored_axes!r}")
+    if floor is None:
+        validation.positive(owner, "epsilon", epsilon)
+    else:
+        validation.non_negative(owner, "epsilon", epsilon)
+        if not (isinstance(floor, str) and floor == "machine_epsilon"):
+            if isinstance(floor, str):
+                raise TypeError(f"{owner}: floor must be a number > 0, 'machine_epsilon' or "
+                                 f"None, got {floor!r}")
+            validation.positive(owner, "floor", floor)
+            number = validation.real_number(owner, "floor", floor)
+            if number is not None and number < _SMALLEST_FLOOR:
+                raise ValueError(f"{owner}: floor must be at least 2**-63 (about 1.1e-19), so "
+                                 f"that its square is a normal float32 and not 0, got {floor!r}")
     if not callable(decay_rate_fn):
         raise TypeError(f"{owner}: decay_rate_fn must be callable, got {decay_rate_fn!r}")
 
     def init_leaf(p):
         shape, dtype = tuple(getattr(p, "shape", ())), numerics.squares_dtype(_leaf_dtype(p))
-        dims = _factored_dims(shape, factored, min_dim)
+        dims = _factored_dims(shape, factored, min_dim, factored_axes)
         if dims is None:
             full = tree.tree_full_like(p, 0, dtype, real=True)
             return _placeholder(p, dtype), _placeholder(p, dtype), full
@@ -236,7 +284,7 @@ def scale_by_factored_rms(
         return decay
 
     def update_leaf(path, g, row, col, v, decay):
-        dims = _factored_dims(g.shape, factored, min_dim)
+        dims = _factored_dims(g.shape, factored, min_dim, factored_axes)
         expected = (((1,), (1,), g.shape) if dims is None else
                     (_without(g.shape, dims[1]), _without(g.shape, dims[0]), (1,)))
         if (row.shape, col.shape, v.shape) != expected:
@@ -244,14 +292,23 @@ def scale_by_factored_rms(
         g_c = numerics.upcast(g, v.dtype)
         real = numerics.real_dtype(g_c.dtype)
         squares = lax.add(numerics.abs_sq(g_c), numerics.operand(epsilon, real))
+        f = None if floor is None else numerics.operand(_floor_value(floor, g.dtype), real)
         if dims is None:
             v_new = numerics.moment(decay, v.astype(real), squares)
-            update = g_c * lax.rsqrt(v_new).astype(g_c.dtype)
+            v_floored = v_new if f is None else jnp.maximum(v_new, f * f)
+            update = g_c * lax.rsqrt(v_floored).astype(g_c.dtype)
             return numerics.store(update, g.dtype), row, col, v_new.astype(v.dtype)
         d1, d0 = dims
         row_new = numerics.moment(decay, row.astype(real), jnp.mean(squares, axis=d0))
         col_new = numerics.moment(decay, col.astype(real), jnp.mean(squares, axis=d1))
         row_axis = d1 - 1 if d1 > d0 else d1  # d1 in the row statistics, which lost d0
+        if f is not None:  # torch's form: the estimate itself, floored, then its root
+            row_mean = jnp.maximum(jnp.mean(row_new, axis=row_axis, keepdims=True), f)
+            estimate = (jnp.expand_dims(row_new / row_mean, d0)
+                        * jnp.expand_dims(col_new, d1))
+            update = g_c * lax.rsqrt(jnp.maximum(estimate, f * f)).astype(g_c.dtype)
+            return (numerics.store(update, g.dtype), row_new.astype(row.dtype),
+                    col_new.astype(col.dtype), v)
         row_factor = lax.rsqrt(row_new / jnp.mean(row_new, axis=row_axis, keepdims=True))
         col_factor = lax.rsqrt(col_new)
         update = (g_c * jnp.expand_dims(row_factor, d0).astype(g_c.dtype)

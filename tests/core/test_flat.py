@@ -301,6 +301,7 @@ ALSO_ALL_BUFFERED = [
 # (test_transforms_that_need_leaf_shapes_refuse_a_flat_tree).
 NEEDS_LEAF_SHAPES = {
     "adafactor", "adafactor_everything", "scale_by_factored_rms", "scale_by_factored_rms_factoring",
+    "scale_by_factored_rms_torch", "keras_adafactor", "torch_adafactor_everything",
     "scale_by_sm3", "scale_by_sm3_decaying", "sm3",
     # Muon orthogonalises each leaf as a matrix (its 2-D shape, or its dimension numbers' axes).
     "scale_by_muon", "scale_by_muon_options", "muon", "muon_everything",
@@ -309,7 +310,9 @@ NEEDS_LEAF_SHAPES = {
 }
 # Muon's entries are masked or partitioned to the matrices, which compare the params with the
 # updates first: their update is given the FlatTree params, as a flat train step would.
-GIVEN_FLAT_PARAMS = {"scale_by_muon", "scale_by_muon_options", "muon", "muon_everything"}
+# Keras's Adafactor decays the weights first (weight_decay_first), which meets the params first.
+GIVEN_FLAT_PARAMS = {"scale_by_muon", "scale_by_muon_options", "muon", "muon_everything",
+                     "keras_adafactor"}
 CASES = [(name, "kept") for name in sweep(set(NAMES) - NEEDS_LEAF_SHAPES)] + [
     (name, "buffers") for name in ALSO_ALL_BUFFERED]
 # Their inner states cover a partly selected buffer whole (per leaf: the selected leaves only).

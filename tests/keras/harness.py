@@ -46,7 +46,8 @@ RTOL, ATOL = 1e-5, 1e-6
 # gx.keras preset name -> Keras class name
 KERAS_CLASSES = {"adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax",
                  "adadelta": "Adadelta", "sgd": "SGD", "rmsprop": "RMSprop", "lion": "Lion",
-                 "ftrl": "Ftrl", "lamb": "Lamb", "nadam": "Nadam"}
+                 "ftrl": "Ftrl", "lamb": "Lamb", "nadam": "Nadam", "adafactor": "Adafactor",
+                 "muon": "Muon", "schedule_free_adamw": "ScheduleFreeAdamW"}
 
 # One parameter set per Keras schedule, shaped for a 24-call run (warmup, restarts, ... all happen).
 SCHEDULES = {
