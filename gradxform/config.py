@@ -11,6 +11,8 @@ anything else is an object tagged by ``"type"``:
 
 * ``{"type": "transformation", "name": "chain", "args": [...], "kwargs": {...}}``;
 * ``{"type": "schedule", "name": "schedules.linear_schedule", "kwargs": {...}}``;
+* ``{"type": "record", "name": "MuonDimensionNumbers", "kwargs": {...}}``, a public
+  NamedTuple argument;
 * ``{"type": "function", "name": "keras.adam"}``, ``{"type": "partial",
   "function": "skip_large_updates", "args": [...], "kwargs": {...}}``;
 * ``{"type": "tuple", "items": [...]}``, ``{"type": "dict", "items": [[key, value], ...]}``;
@@ -144,6 +146,9 @@ def _encode(value: Any, path: str) -> Any:
     if isinstance(value, (np.ndarray, jax.Array)):
         return _array(value, "numpy" if isinstance(value, np.ndarray) else "jax", path)
     schedule = _public_name(type(value))
+    if schedule is not None and isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {"type": "record", "name": schedule,
+                "kwargs": _arguments(value._asdict(), schedule, path)}
     if schedule is not None and dataclasses.is_dataclass(value):
         if hasattr(value, "arguments"):
             kwargs = value.arguments()
@@ -273,7 +278,7 @@ def _decode_tagged(node: dict, tag: Any, path: str) -> Any:
         if not isinstance(tx, GradientTransformation):
             raise _bad(f"{path}.name", f"{node['name']!r} is not a transformation constructor")
         return tx
-    if tag == "schedule":
+    if tag in ("schedule", "record"):
         return _call(node, path, _lookup(node, "name", path), with_args=False)
     if tag == "function":
         return _lookup(node, "name", path)

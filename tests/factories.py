@@ -21,6 +21,11 @@ def _decaying(count):
     return 0.1 / (1.0 + count.astype(jnp.float32))
 
 
+def _two_d_or_other(params):
+    """torch's Muon takes the 2-D leaves, AdamW the others (torch's param groups)."""
+    return jax.tree.map(lambda p: "muon" if p.ndim == 2 else "other", params)
+
+
 def _matrices_only(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
@@ -217,6 +222,12 @@ FACTORIES = {
     "scale_by_factored_rms_factoring": lambda: gx.scale_by_factored_rms(
         decay_rate=0.5, step_offset=1, min_dim_size_to_factor=1, epsilon=1e-20
     ),
+    "scale_by_muon_torch_form": lambda: gx.masked(gx.chain(
+        gx.scale_by_muon(eps=1e-7, momentum_form="ema", eps_as_floor=True, ns_dtype=jnp.bfloat16),
+        gx.scale_by_learning_rate(0.02)), _matrices_only),
+    "scale_by_muon_keras_form": lambda: gx.masked(gx.chain(
+        gx.scale_by_muon(beta=0.9, nesterov=False, momentum_form="sum"),
+        gx.scale_by_learning_rate(0.02)), _matrices_only),
     "scale_by_factored_rms_torch": lambda: gx.scale_by_factored_rms(
         min_dim_size_to_factor=1, epsilon=0.0, factored_axes="last", floor="machine_epsilon"),
     "scale_by_sm3": lambda: gx.scale_by_sm3(),
@@ -534,6 +545,17 @@ FACTORIES = {
         l2_shrinkage_regularization_strength=1e-3, beta=0.1, weight_decay=0.01),
     "keras_lamb": lambda: gx.keras.lamb(1e-3, weight_decay=0.01, global_clipnorm=1.0),
     "keras_nadam": lambda: gx.keras.nadam(2e-3, beta_1=0.8, use_ema=True, clipvalue=0.5),
+    "keras_muon": lambda: gx.keras.muon(1e-3),
+    "keras_muon_everything": lambda: gx.keras.muon(
+        gx.keras.ExponentialDecay(0.02, 4, 0.5), adam_weight_decay=0.01, weight_decay=0.01,
+        exclude_layers=["blocks"], adam_lr_ratio=0.5, momentum=0.9, ns_steps=3, nesterov=False,
+        rms_rate=None, clipnorm=1.0, use_ema=True, gradient_accumulation_steps=2,
+        exclude_from_weight_decay=["scalar"]),
+    "torch_muon": lambda: gx.partition(
+        {"muon": gx.torch.Muon(lr=0.02, weight_decay=0.01, adjust_lr_fn="match_rms_adamw"),
+         "other": gx.torch.AdamW(lr=1e-3)}, _two_d_or_other),
+    "torch_sparse_adam": lambda: gx.torch.SparseAdam(lr=1e-2, betas=(0.8, 0.99), eps=1e-6,
+                                                     maximize=True),
     "keras_adafactor": lambda: gx.keras.adafactor(0.05, clip_threshold=0.5, weight_decay=0.01,
                                                   use_ema=True),
     "keras_schedule_free_adamw": lambda: gx.keras.schedule_free_adamw(
@@ -600,6 +622,7 @@ UNNAMED_CONSTRUCTORS = {
     "keras.lamb": ["keras_lamb"],
     "keras.nadam": ["keras_nadam"],
     "keras.adafactor": ["keras_adafactor"],
+    "keras.muon": ["keras_muon", "keras_muon_everything"],
     "keras.schedule_free_adamw": ["keras_schedule_free_adamw"],
     "torch.SGD": ["torch_sgd_everything", "torch_sgd_nesterov"],
     "torch.Adagrad": ["torch_adagrad_everything"],
@@ -610,6 +633,8 @@ UNNAMED_CONSTRUCTORS = {
     "torch.Adadelta": ["torch_adadelta_everything"],
     "torch.Adamax": ["torch_adamax_everything"],
     "torch.Adafactor": ["torch_adafactor_everything"],
+    "torch.Muon": ["torch_muon"],
+    "torch.SparseAdam": ["torch_sparse_adam"],
     "torch.NAdam": ["torch_nadam_everything", "torch_nadamw"],
     "torch.RAdam": ["torch_radam_everything"],
     "torch.Rprop": ["torch_rprop_everything"],

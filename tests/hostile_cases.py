@@ -203,6 +203,14 @@ _DIMENSION_NUMBERS = [(3, TypeError), ("x", TypeError), ({"w": (0, 1)}, TypeErro
                       (gx.MuonDimensionNumbers((0, 0), 1), ValueError),
                       (gx.MuonDimensionNumbers("0", 1), TypeError),
                       (gx.MuonDimensionNumbers(True, 1), TypeError)]
+_TORCH_NS_COEFFICIENTS = [(3, TypeError), (None, TypeError), ("abc", TypeError),
+                          ((1.0, 2.0), ValueError), ((1.0, 2.0, 3.0, 4.0), ValueError),
+                          (("a", "b", "c"), TypeError), ((1.0, 2.0, True), TypeError),
+                          ((1.0, 2.0, NAN), ValueError), ((1.0, 2.0, 1e39), ValueError),
+                          (((1.0, 2.0, 3.0),) * 3, TypeError)]
+_MOMENTUM_FORM = [("torch", ValueError), ("Debiased", ValueError), (3, TypeError),
+                  (None, TypeError), (b"ema", TypeError)]
+_NS_DTYPE = DTYPE + [(jnp.complex64, ValueError), ("complex64", ValueError)]
 _MUON = dict(ns_coeffs=_NS_COEFFS, ns_steps=count(0), beta=rate(), eps=positive(), mu_dtype=DTYPE,
              nesterov=BOOL, adaptive=BOOL, preconditioning=_PRECONDITIONING)
 # ADOPT, AdEMAMix, MADGRAD (transforms/{adopt,ademamix,madgrad}.py, optimizers/contrib_adaptive.py).
@@ -560,7 +568,8 @@ SPECS = {
     "sm3": (gx.sm3, dict(learning_rate=0.1), dict(learning_rate=LEARNING_RATE, momentum=rate())),
     # Muon, ADOPT, AdEMAMix, MADGRAD (batteries above _ADAM_FAMILY_SPECS).
     "scale_by_muon": (gx.scale_by_muon, {},
-                      dict(_MUON, weight_dimension_numbers=_DIMENSION_NUMBERS)),
+                      dict(_MUON, weight_dimension_numbers=_DIMENSION_NUMBERS,
+                           momentum_form=_MOMENTUM_FORM, eps_as_floor=BOOL, ns_dtype=_NS_DTYPE)),
     "scale_by_shape": (gx.scale_by_shape, {},
                        dict(weight_dimension_numbers=_DIMENSION_NUMBERS,
                             consistent_rms=non_negative(True))),
@@ -570,7 +579,7 @@ SPECS = {
         dict(x=[("x", TypeError), (jnp.ones(3), ValueError, "(3,)"),
                 (jnp.ones((2, 3), jnp.int32), TypeError, "int32")],
              ns_coeffs=_NS_COEFFS, ns_steps=count(0), preconditioning=_PRECONDITIONING,
-             eps=positive(),
+             eps=positive(), eps_as_floor=BOOL, ns_dtype=_NS_DTYPE,
              dimension_numbers=[(3, TypeError), ((0, 1), TypeError),
                                 ({"w": gx.MuonDimensionNumbers()}, TypeError),
                                 (gx.MuonDimensionNumbers(0, 0), ValueError)])),
@@ -665,6 +674,15 @@ SPECS = {
     "keras.lamb": (gx.keras.lamb, {},
                    _keras_base(learning_rate=KERAS_LR, epsilon=positive(), beta_1=rate(),
                                beta_2=rate())),
+    "keras.muon": (gx.keras.muon, {},
+                   _keras_base(learning_rate=KERAS_LR, epsilon=positive(), adam_beta_1=rate(),
+                               adam_beta_2=rate(), adam_weight_decay=non_negative(True),
+                               exclude_layers=PATTERNS, exclude_embeddings=BOOL, muon_a=real(),
+                               muon_b=real(), muon_c=real(), adam_lr_ratio=non_negative(),
+                               momentum=rate(), ns_steps=count(0), nesterov=BOOL,
+                               rms_rate=non_negative(True))),
+    "keras.muon_labels": (gx.keras.muon_labels, dict(params={"w": ARRAY2}),
+                          dict(exclude_layers=PATTERNS, exclude_embeddings=BOOL)),
     "keras.adafactor": (gx.keras.adafactor, {},
                         _keras_base(learning_rate=KERAS_LR,
                                     beta_2_decay=real() + [(0.5, ValueError), (1e-3, ValueError)],
@@ -694,7 +712,7 @@ SPECS = {
     "keras.from_keras_config": (gx.keras.from_keras_config, dict(config={"name": "adam"}),
                                 dict(config=[(None, TypeError), ([("name", "adam")], TypeError),
                                              ("adam", TypeError)],
-                                     class_name=[(3, TypeError), ("Adafactor", ValueError),
+                                     class_name=[(3, TypeError), ("MultiOptimizer", ValueError),
                                                  (b"Adam", TypeError)])),
     "keras.to_keras_config": (gx.keras.to_keras_config, dict(tx=gx.keras.adam()),
                               dict(tx=[(SGD, ValueError), (None, TypeError), (3, TypeError)])),
@@ -740,6 +758,14 @@ SPECS = {
     "torch.Adadelta": (gx.torch.Adadelta, {},
                        dict(lr=non_negative(), rho=rate(allow_one=True), eps=positive(),
                             weight_decay=non_negative(), maximize=BOOL)),
+    "torch.Muon": (gx.torch.Muon, {},
+                   dict(lr=non_negative(), weight_decay=non_negative(), momentum=rate(),
+                        nesterov=BOOL, ns_coefficients=_TORCH_NS_COEFFICIENTS, eps=positive(),
+                        ns_steps=count(0) + [(100, ValueError)],
+                        adjust_lr_fn=[("orig", ValueError), ("Original", ValueError),
+                                      (3, TypeError), (b"original", TypeError)])),
+    "torch.SparseAdam": (gx.torch.SparseAdam, {},
+                         dict(lr=positive(), betas=_TORCH_BETAS, eps=positive(), maximize=BOOL)),
     "torch.Adafactor": (gx.torch.Adafactor, {},
                         dict(lr=non_negative(), beta2_decay=real() + [(0.5, ValueError)],
                              eps=[(1e-3, TypeError), ((None,), TypeError), (None, TypeError),
@@ -885,6 +911,7 @@ SPECS = {
 
 # Arguments with no bad value: (public name, argument) -> why.
 EXEMPT = {
+    ("keras.muon_labels", "params"): "any pytree; each leaf's rank and key path are read",
     **{(name, arg): "any pytree is a valid params/updates/state tree"
        for name, args in (
            ("apply_updates", ("params", "updates")), ("current_loss_scale", ("opt_state",)),

@@ -126,7 +126,9 @@ def matrix_view(owner: str, path: str, shape: tuple, numbers: Any) -> MatrixView
             raise ValueError(
                 f"{owner}: the update at {path} has shape {tuple(shape)}, but without weight "
                 "dimension numbers every leaf must be a matrix (2-D). Give a MuonDimensionNumbers "
-                "for this leaf, or use muon, which sends the leaves that are not matrices to adamw")
+                "for this leaf, or send the leaves that are not matrices to another optimizer, "
+                "as muon does (to adamw) and torch's param groups do: partition_by_patterns(["
+                "('bias|norm', gx.torch.AdamW(...))], default=gx.torch.Muon(...))")
         numbers = MuonDimensionNumbers()
     if ndim < 2:
         raise ValueError(f"{owner}: the update at {path} has shape {tuple(shape)}; a leaf given "

@@ -3,6 +3,7 @@
 from gradxform.keras.interchange import from_keras_config, to_keras_config
 from gradxform.keras.loss_scale import loss_scale_optimizer
 from gradxform.keras.momentum import lion, rmsprop, sgd
+from gradxform.keras.muon import muon, muon_labels
 from gradxform.keras.presets import adadelta, adagrad, adam, adamax, adamw, nadam
 from gradxform.keras.regularized import adafactor, ftrl, lamb, schedule_free_adamw
 from gradxform.schedules.keras import (
@@ -32,6 +33,8 @@ __all__ = [
     "lamb",
     "lion",
     "loss_scale_optimizer",
+    "muon",
+    "muon_labels",
     "nadam",
     "rmsprop",
     "schedule_free_adamw",

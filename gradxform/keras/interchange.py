@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from gradxform.core.base import GradientTransformation
 from gradxform.keras import loss_scale, momentum, presets, regularized
+from gradxform.keras.muon import muon as _muon
 from gradxform.schedules import keras as keras_schedules
 
 _OWNER_IN, _OWNER_OUT = "keras.from_keras_config", "keras.to_keras_config"
@@ -25,13 +26,13 @@ PRESETS = {
     "AdamW": presets.adamw, "Adamax": presets.adamax, "Ftrl": regularized.ftrl,
     "Lamb": regularized.lamb, "Lion": momentum.lion, "Nadam": presets.nadam,
     "RMSprop": momentum.rmsprop, "SGD": momentum.sgd, "Adafactor": regularized.adafactor,
-    "ScheduleFreeAdamW": regularized.schedule_free_adamw,
+    "ScheduleFreeAdamW": regularized.schedule_free_adamw, "Muon": _muon,
     "LossScaleOptimizer": loss_scale.loss_scale_optimizer,
 }
 _DEFAULT_NAMES = {"adadelta": "Adadelta", "adagrad": "Adagrad", "adam": "Adam", "adam_w": "AdamW",
                   "adamax": "Adamax", "ftrl": "Ftrl", "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam",
                   "rm_sprop": "RMSprop", "sgd": "SGD", "adafactor": "Adafactor",
-                  "schedule_free_adam_w": "ScheduleFreeAdamW",
+                  "schedule_free_adam_w": "ScheduleFreeAdamW", "muon": "Muon",
                   "loss_scale_optimizer": "LossScaleOptimizer"}
 SCHEDULES = {name: getattr(keras_schedules, name) for name in (
     "CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay",

@@ -1,18 +1,21 @@
-"""Orthogonalisation by Newton–Schulz iterations, and Muon's momentum built on it.
+r"""Orthogonalisation by Newton–Schulz iterations, and Muon's momentum built on it.
 
-The iteration lives here once: `orthogonalize_via_newton_schulz` for one
-array, and `scale_by_muon`, which applies it to each leaf's debiased momentum.
-Arithmetic runs in at least float32 (optax iterates in the leaf's own dtype,
-bfloat16 included) and the result is stored in the gradient's dtype.
+`orthogonalize_via_newton_schulz` for one array, and `scale_by_muon`, which
+applies it to each leaf's momentum; the iteration itself is
+`gradxform.core.newton_schulz`. Arithmetic runs in at least float32 (optax
+iterates in the leaf's own dtype, bfloat16 included) and the result is stored
+in the gradient's dtype. Keyword options give the forms of Keras's and
+torch's ``Muon``: the momentum as a plain sum or an undebiased average, the
+norm floored by :math:`\epsilon` rather than added to it, and the iteration
+rounded to bfloat16.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -25,56 +28,20 @@ from gradxform.core.matrices import (
     matrix_view,
     refuse_flat,
 )
-
-DEFAULT_NS_COEFFS = (3.4445, -4.7750, 2.0315)
-# Ahn et al., 2025 (Dion): one coefficient triple per step, five steps.
-DION_NS_COEFFS = (
-    (4.0848, -6.8946, 2.9270),
-    (3.9505, -6.3029, 2.6377),
-    (3.7418, -5.5913, 2.3037),
-    (2.8769, -3.1427, 1.2046),
-    (2.8366, -3.0525, 1.2012),
+from gradxform.core.newton_schulz import (
+    DEFAULT_NS_COEFFS,
+    PRECONDITIONINGS,
+    check_ns_dtype,
+    coefficient_rows,
+    newton_schulz_coefficients,
+    orthogonalized,
 )
-NS_COEFFS_PRESETS = {"standard": DEFAULT_NS_COEFFS, "dion": DION_NS_COEFFS}
-PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
+
+MOMENTUM_FORMS = ("debiased", "ema", "sum")
 
 
-def newton_schulz_coefficients(owner: str, ns_coeffs: Any, ns_steps: int) -> Any:
-    """``ns_coeffs`` checked and resolved: a preset's name becomes its coefficients.
-
-    Returns the coefficients as given (a tuple, or an array), or a preset's
-    tuple. They must form a ``(3,)`` or ``(n, 3)`` array of finite real numbers,
-    with ``n <= ns_steps`` as optax requires. A traced array is let through.
-    """
-    if isinstance(ns_coeffs, str):
-        if ns_coeffs not in NS_COEFFS_PRESETS:
-            raise ValueError(f"{owner}: ns_coeffs must be coefficients or a preset name, one of "
-                             f"{sorted(NS_COEFFS_PRESETS)}, got {ns_coeffs!r}")
-        ns_coeffs = NS_COEFFS_PRESETS[ns_coeffs]
-    if isinstance(ns_coeffs, jax.core.Tracer):
-        return ns_coeffs
-    wanted = f"{owner}: ns_coeffs must be 3 real numbers or a sequence of such triples"
-    if not isinstance(ns_coeffs, (list, tuple, np.ndarray, jax.Array)):
-        raise TypeError(f"{wanted}, got {ns_coeffs!r}")
-    try:
-        array = np.asarray(ns_coeffs)
-    except (TypeError, ValueError):
-        raise TypeError(f"{wanted}, got {ns_coeffs!r}") from None
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{wanted}, got {ns_coeffs!r}")
-    if array.ndim not in (1, 2) or array.shape[-1] != 3 or array.shape[0] == 0:
-        raise ValueError(f"{owner}: ns_coeffs must have shape (3,) or (n, 3), got shape "
-                         f"{array.shape} from {ns_coeffs!r}")
-    with np.errstate(over="ignore"):
-        if not np.all(np.isfinite(array.astype(np.float32))):
-            raise ValueError(f"{owner}: ns_coeffs must be finite in float32, got {ns_coeffs!r}")
-    if array.ndim == 2 and array.shape[0] > ns_steps:
-        raise ValueError(f"{owner}: ns_coeffs gives {array.shape[0]} steps' coefficients, more than "
-                         f"ns_steps={ns_steps}; got {ns_coeffs!r}")
-    return ns_coeffs
-
-
-def _check_newton_schulz_arguments(owner, ns_coeffs, ns_steps, preconditioning, eps):
+def _check_newton_schulz_arguments(owner, ns_coeffs, ns_steps, preconditioning, eps,
+                                    eps_as_floor, ns_dtype):
     ns_steps = validation.positive_int(owner, "ns_steps", ns_steps, minimum=0)
     coefficients = newton_schulz_coefficients(owner, ns_coeffs, ns_steps)
     validation.string(owner, "preconditioning", preconditioning)
@@ -82,6 +49,8 @@ def _check_newton_schulz_arguments(owner, ns_coeffs, ns_steps, preconditioning, 
         raise ValueError(f"{owner}: preconditioning must be one of {list(PRECONDITIONINGS)}, "
                          f"got {preconditioning!r}")
     validation.positive(owner, "eps", eps)
+    validation.boolean(owner, "eps_as_floor", eps_as_floor)
+    check_ns_dtype(owner, ns_dtype)
     return coefficients, ns_steps
 
 
@@ -98,73 +67,6 @@ def _placed_coefficients(params: Any, coefficients: Any) -> jax.Array:
     return array
 
 
-def _whole(x: jax.Array) -> tuple[jax.Array, Any]:
-    """``x`` gathered whole when its type is sharded over explicit mesh axes, and the spec to
-    put the result back to (None when there is nothing to gather)."""
-    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
-    if spec is None or all(entry is None for entry in spec):
-        return x, None
-    return jax.sharding.reshard(x, PartitionSpec()), spec
-
-
-def orthogonalized(view: Any, x: jax.Array, rows: Sequence[jax.Array], preconditioning: str,
-                   eps: Any) -> jax.Array:
-    """`newton_schulz` on the matrices ``view`` sees in ``x`` (whole), back in ``x``'s layout."""
-    x, spec = _whole(x)
-    result = view.from_matrices(newton_schulz(view.to_matrices(x), rows, preconditioning, eps))
-    return result if spec is None else jax.sharding.reshard(result, spec)
-
-
-def _coefficient_rows(coefficients: jax.Array, ns_steps: int) -> list:
-    """One triple per iteration: the same one ``ns_steps`` times, or each row of an (n, 3) array."""
-    if coefficients.ndim == 1:
-        return [coefficients] * ns_steps
-    return [coefficients[i] for i in range(coefficients.shape[0])]
-
-
-def _adjoint(x: jax.Array) -> jax.Array:
-    x_t = jnp.swapaxes(x, -1, -2)
-    return jnp.conj(x_t) if jnp.iscomplexobj(x) else x_t
-
-
-def _frobenius(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(numerics.abs_sq(x), axis=(-2, -1), keepdims=True))
-
-
-def newton_schulz(x: jax.Array, rows: Sequence[jax.Array], preconditioning: str,
-                  eps: Any) -> jax.Array:
-    """The iteration on a ``(batch, m, n)`` stack of matrices, in ``x``'s (compute) dtype.
-
-    Each step is :math:`X \\leftarrow aX + (bA + cA^2)X` with :math:`A = XX^H`, on
-    the wide orientation (``m <= n``, transposing and back), as optax does.
-    """
-    if x.size == 0:
-        return x
-    transposed = x.shape[-2] > x.shape[-1]
-    if transposed:
-        x = jnp.swapaxes(x, -1, -2)
-    real = numerics.real_dtype(x.dtype)
-    floor = numerics.hyperparameter(eps, real)
-    if preconditioning == "frobenius":
-        x = x / (_frobenius(x) + floor).astype(x.dtype)
-    elif preconditioning == "spectral":
-        norm = jnp.linalg.norm(x, ord=2, axis=(-2, -1), keepdims=True).astype(real)
-        x = x / (norm + floor).astype(x.dtype)
-    for step, c in enumerate(rows):
-        c = c.astype(x.dtype)
-        a = jnp.matmul(x, _adjoint(x))
-        if step == 0 and preconditioning == "aol":  # Boissin et al., 2025
-            s = lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(a), axis=-1, keepdims=True), floor))
-            s = s.astype(x.dtype)
-            x, a = x * s, a * s * jnp.swapaxes(s, -1, -2)
-        elif step == 0 and preconditioning == "schatten":  # Grishina et al., 2025
-            s = lax.rsqrt(jnp.maximum(_frobenius(a), floor)).astype(x.dtype)
-            x, a = x * s, a * s**2
-        b = c[1] * a + jnp.matmul(c[2] * a, a)
-        x = c[0] * x + jnp.matmul(b, x)
-    return jnp.swapaxes(x, -1, -2) if transposed else x
-
-
 def orthogonalize_via_newton_schulz(
     x: jax.Array,
     ns_coeffs: Any,
@@ -172,12 +74,16 @@ def orthogonalize_via_newton_schulz(
     preconditioning: str = "frobenius",
     eps: float = 1e-8,
     dimension_numbers: MuonDimensionNumbers | None = None,
+    *,
+    eps_as_floor: bool = False,
+    ns_dtype: Any = None,
 ) -> jax.Array:
     r"""Approximately orthogonalises a matrix (or a stack of them) by Newton–Schulz iterations.
 
     .. math::
-        X_0 = \frac{G}{\lVert G \rVert_F + \epsilon}, \qquad
-        X_{k+1} = a X_k + (b A_k + c A_k^2) X_k, \quad A_k = X_k X_k^H
+        X_0 = \frac{G}{\lVert G \rVert_F + \epsilon}
+        \;\; \Big(\text{eps\_as\_floor: } \frac{G}{\max(\lVert G \rVert_F, \epsilon)}\Big),
+        \qquad X_{k+1} = a X_k + (b A_k + c A_k^2) X_k, \quad A_k = X_k X_k^H
 
     The quintic's coefficients maximise the slope at zero, so five steps take
     the singular values of :math:`G = U S V^H` to about 0.7 to 1.2 rather than
@@ -193,7 +99,19 @@ def orthogonalize_via_newton_schulz(
     (optax :math:`X X^T`), and a 2-D ``x`` follows given dimension numbers
     (optax ignores them). The iteration needs the whole matrix: an array
     sharded over explicit mesh axes is gathered for it and the result sharded
-    back. Jordan, 2024; Bernstein and Newhouse, 2024.
+    back. With ``ns_dtype``, the iteration is rounded as torch's ``Muon``
+    rounds it in bfloat16, with :math:`r` the rounding to ``ns_dtype``:
+
+    .. math::
+        X_0 = r\Big(\frac{r(G)}{r(\lVert r(G) \rVert_F) + \epsilon}\Big), \quad
+        A_k = r(X_k X_k^H), \quad B_k = r(b A_k + c A_k^2), \quad
+        X_{k+1} = r(a X_k + B_k X_k)
+
+    (the divisor rounded too), each computed at least in float32 from rounded
+    operands: a bfloat16 matrix product accumulates in float32 and rounds its
+    result once. The result keeps that rounding, in ``x``'s dtype. float16's
+    range is small: a norm above 65504 overflows, as in a float16 iteration.
+    Jordan, 2024; Bernstein and Newhouse, 2024.
 
     Args:
       x: the array: a matrix, or any rank with ``dimension_numbers``.
@@ -205,6 +123,12 @@ def orthogonalize_via_newton_schulz(
       eps: :math:`\epsilon > 0`.
       dimension_numbers: a `MuonDimensionNumbers` saying which axes of ``x``
         form the matrix; needed unless ``x`` is 2-D.
+      eps_as_floor: divide by :math:`\max(\lVert G \rVert, \epsilon)` (torch's
+        ``Muon``) instead of :math:`\lVert G \rVert + \epsilon` (optax's, Keras's);
+        the spectral norm likewise.
+      ns_dtype: None (no rounding), or a real floating-point dtype to round the
+        iteration to (``jnp.bfloat16`` for torch's ``Muon``); one no narrower than
+        the arithmetic's has no effect.
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -218,7 +142,7 @@ def orthogonalize_via_newton_schulz(
     """
     owner = "orthogonalize_via_newton_schulz"
     coefficients, ns_steps = _check_newton_schulz_arguments(
-        owner, ns_coeffs, ns_steps, preconditioning, eps)
+        owner, ns_coeffs, ns_steps, preconditioning, eps, eps_as_floor, ns_dtype)
     if dimension_numbers is not None:
         check_dimension_numbers(owner, "dimension_numbers", dimension_numbers)
         if not isinstance(dimension_numbers, tuple):
@@ -230,8 +154,20 @@ def orthogonalize_via_newton_schulz(
     x = jnp.asarray(x)
     view = matrix_view(owner, "x", x.shape, dimension_numbers)
     x_c = numerics.upcast(x)
-    rows = _coefficient_rows(jnp.asarray(coefficients, numerics.real_dtype(x_c.dtype)), ns_steps)
-    return orthogonalized(view, x_c, rows, preconditioning, eps).astype(x.dtype)
+    rows = coefficient_rows(jnp.asarray(coefficients, numerics.real_dtype(x_c.dtype)), ns_steps)
+    return orthogonalized(view, x_c, rows, preconditioning, eps, eps_as_floor=eps_as_floor,
+                          ns_dtype=ns_dtype).astype(x.dtype)
+
+
+def _undebiased(form: str, nesterov: bool, beta: Any, mu: jax.Array,
+                g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """torch's (``"ema"``) or Keras's (``"sum"``) momentum and the matrix it orthogonalises."""
+    if form == "ema":  # torch: buf.lerp_(g, 1 - beta); g.lerp(buf, beta)
+        mu_new = numerics.moment(beta, mu, g)
+        return mu_new, numerics.moment(beta, mu_new, g) if nesterov else mu_new
+    decay = numerics.operand(beta, g.dtype)  # Keras: m = beta m + g; g + beta m
+    mu_new = lax.add(lax.mul(decay, mu), g)
+    return mu_new, lax.add(g, lax.mul(decay, mu_new)) if nesterov else mu_new
 
 
 class MuonState(NamedTuple):
@@ -254,8 +190,11 @@ def scale_by_muon(
     adaptive: bool = False,
     preconditioning: str = "frobenius",
     weight_dimension_numbers: MuonDimensionNumbers | Any | Callable[[Any], Any] | None = None,
+    momentum_form: str = "debiased",
+    eps_as_floor: bool = False,
+    ns_dtype: Any = None,
 ) -> GradientTransformation:
-    r"""Orthogonalises each leaf's debiased momentum: Muon's direction.
+    r"""Orthogonalises each leaf's momentum: Muon's direction.
 
     .. math::
         m_t = \beta m_{t-1} + (1-\beta) g_t, \qquad
@@ -263,7 +202,23 @@ def scale_by_muon(
         \beta\frac{m_t}{1-\beta^{t+1}} + (1-\beta)\frac{g_t}{1-\beta^t}), \qquad
         u_t = \mathrm{NS}(\hat m_t)
 
-    with :math:`\mathrm{NS}` `orthogonalize_via_newton_schulz`; ``adaptive``
+    (optax's form, ``momentum_form="debiased"``). torch's ``Muon`` keeps the
+    average without debiasing it, ``"ema"``:
+
+    .. math::
+        m_t = \beta m_{t-1} + (1-\beta) g_t, \qquad
+        \hat m_t = m_t \;\;(\text{Nesterov: } \beta m_t + (1-\beta) g_t)
+
+    and Keras's ``Muon`` a plain sum, ``"sum"``:
+
+    .. math::
+        m_t = \beta m_{t-1} + g_t, \qquad
+        \hat m_t = m_t \;\;(\text{Nesterov: } g_t + \beta m_t)
+
+    Without Nesterov the three :math:`\hat m_t` differ only by a positive
+    factor, which the normalisation removes but for its :math:`\epsilon`; with
+    Nesterov they weigh :math:`g_t` against :math:`m_t` differently.
+    :math:`\mathrm{NS}` is `orthogonalize_via_newton_schulz`; ``adaptive``
     multiplies :math:`u_t` by :math:`\langle \hat m_t, u_t \rangle`, the dual
     norm of the momentum (Bernstein and Newhouse, 2024). Each leaf is a matrix,
     or a stack of them as its `MuonDimensionNumbers` say. The iteration needs
@@ -289,6 +244,12 @@ def scale_by_muon(
         of them shaped like (a prefix of) the params (None entries: 2-D
         leaves), or a callable ``updates -> such a tree``. None: every leaf is
         a 2-D matrix; any other leaf raises (`muon` sends those to AdamW).
+      momentum_form: ``"debiased"`` (optax's), ``"ema"`` (torch's) or ``"sum"``
+        (Keras's), as above.
+      eps_as_floor: divide by :math:`\max(\lVert \hat m_t \rVert, \epsilon)`
+        (torch's) instead of :math:`\lVert \hat m_t \rVert + \epsilon`.
+      ns_dtype: None, or a dtype to round the iteration to (``jnp.bfloat16``:
+        torch's), as in `orthogonalize_via_newton_schulz`.
 
     Example:
       >>> import jax.numpy as jnp, gradxform as gx
@@ -297,7 +258,11 @@ def scale_by_muon(
     """
     owner = "scale_by_muon"
     ns_coeffs, ns_steps = _check_newton_schulz_arguments(
-        owner, ns_coeffs, ns_steps, preconditioning, eps)
+        owner, ns_coeffs, ns_steps, preconditioning, eps, eps_as_floor, ns_dtype)
+    validation.string(owner, "momentum_form", momentum_form)
+    if momentum_form not in MOMENTUM_FORMS:
+        raise ValueError(f"{owner}: momentum_form must be one of {list(MOMENTUM_FORMS)}, "
+                         f"got {momentum_form!r}")
     validation.decay_rate(owner, "beta", beta)
     validation.float_dtype(owner, "mu_dtype", mu_dtype)
     validation.boolean(owner, "nesterov", nesterov)
@@ -322,14 +287,19 @@ def scale_by_muon(
         def leaf(view, g, mu):
             dtype = numerics.compute_dtype(g.dtype, mu.dtype)
             g_c = g.astype(dtype)
-            mu_new = numerics.moment(beta, mu.astype(dtype), g_c)
-            correction, next_correction = corrections(numerics.real_dtype(dtype))
-            if nesterov:
-                mu_hat = numerics.nesterov_debiased(beta, mu_new, g_c, correction, next_correction)
+            if momentum_form == "debiased":
+                mu_new = numerics.moment(beta, mu.astype(dtype), g_c)
+                correction, next_correction = corrections(numerics.real_dtype(dtype))
+                if nesterov:
+                    mu_hat = numerics.nesterov_debiased(beta, mu_new, g_c, correction,
+                                                        next_correction)
+                else:
+                    mu_hat = mu_new / correction.astype(dtype)
             else:
-                mu_hat = mu_new / correction.astype(dtype)
-            rows = _coefficient_rows(state.ns_coeffs.astype(numerics.real_dtype(dtype)), ns_steps)
-            direction = orthogonalized(view, mu_hat, rows, preconditioning, eps)
+                mu_new, mu_hat = _undebiased(momentum_form, nesterov, beta, mu.astype(dtype), g_c)
+            rows = coefficient_rows(state.ns_coeffs.astype(numerics.real_dtype(dtype)), ns_steps)
+            direction = orthogonalized(view, mu_hat, rows, preconditioning, eps,
+                                       eps_as_floor=eps_as_floor, ns_dtype=ns_dtype)
             if adaptive:
                 direction = jnp.sum(jnp.conj(mu_hat) * direction) * direction
             return numerics.store(direction, g.dtype), numerics.store(mu_new, mu.dtype)

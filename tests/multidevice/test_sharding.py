@@ -42,6 +42,7 @@ CONSTANT_UPDATES = {"freeze", "set_to_zero"}
 # exact shardings are checked in tests/transforms/test_factored.py and test_sm3.py.
 REDUCED_STATISTICS = {
     "adafactor_everything", "scale_by_factored_rms_factoring", "scale_by_sm3",
+    "scale_by_factored_rms_torch", "keras_adafactor", "torch_adafactor_everything",
     "scale_by_sm3_decaying", "sm3",
 }
 # L-BFGS stacks memory_size differences of each leaf on a new leading axis: sharded like the
