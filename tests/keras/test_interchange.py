@@ -44,6 +44,8 @@ CASES = {
     "cosine-warmup": ("adam", dict(learning_rate=ScheduleSpec.named("CosineDecay"))),
     "adafactor": ("adafactor", dict(learning_rate=0.1, beta_2_decay=-0.6, epsilon_2=1e-2,
                                     clip_threshold=0.8, relative_step=False, weight_decay=0.1)),
+    "muon": ("muon", dict(learning_rate=0.05, adam_lr_ratio=0.5, momentum=0.9, rms_rate=None,
+                          weight_decay=0.01)),
     "schedule-free": ("schedule_free_adamw", dict(
         learning_rate=ScheduleSpec.named("ExponentialDecay"), warmup_steps=4, beta_1=0.8)),
 }
