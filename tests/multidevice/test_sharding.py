@@ -50,7 +50,9 @@ REDUCED_STATISTICS = {
 STACKED_MEMORY = {"lbfgs", "scale_by_lbfgs"}
 # Muon orthogonalises each matrix whole (its docstring says so): the Newton-Schulz products
 # gather a sharded matrix's shards; its momentum, and every other leaf, stay sharded.
-GATHERS_WHOLE_MATRICES = {"muon", "muon_everything", "scale_by_muon", "scale_by_muon_options"}
+GATHERS_WHOLE_MATRICES = {"muon", "muon_everything", "scale_by_muon", "scale_by_muon_options",
+                          "scale_by_muon_torch_form", "scale_by_muon_keras_form", "keras_muon",
+                          "keras_muon_everything", "torch_muon"}
 
 
 def _param_for(state_path, state_leaf, params):
