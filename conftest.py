@@ -58,6 +58,15 @@ def pytest_configure(config):
     )
 
 
+# Started first, these few-minute tests run beside the others instead of after them (under
+# xdist's --dist loadfile the workers take the files in collection order).
+_LONG_FIRST = ("tests/test_multidevice.py::",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))  # stable
+
+
 @pytest.fixture(autouse=True)
 def _debug_nans(request):
     enabled = request.node.get_closest_marker("allows_nan") is None

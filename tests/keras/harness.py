@@ -102,6 +102,20 @@ class Run:
     params: Any = None  # gradxform: the final params tree
 
 
+# Shared arguments, cycled over each optimizer's own configurations by the parity tests.
+SHARED = [
+    dict(weight_decay=0.1, exclude_from_weight_decay=["bias", "gamma"], clipnorm=1.0),
+    dict(learning_rate=ScheduleSpec.named("ExponentialDecay"), use_ema=True,
+         gradient_accumulation_steps=3),
+    dict(clipvalue=0.5, loss_scale_factor=128.0, use_ema=True, ema_momentum=0.9,
+         ema_overwrite_frequency=3),
+    dict(learning_rate=ScheduleSpec.named("CosineDecayRestarts"), global_clipnorm=1.0,
+         weight_decay=0.3, gradient_accumulation_steps=2),
+    dict(learning_rate=ScheduleSpec.named("PiecewiseConstantDecay"), clipnorm=2.0,
+         loss_scale_factor=4.0),
+]
+
+
 def initial_values(seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]

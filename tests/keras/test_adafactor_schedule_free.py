@@ -16,20 +16,11 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.keras.harness import ScheduleSpec, check_parity
+from tests.keras.harness import SHARED, check_parity
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 
-_SHARED = [
-    dict(weight_decay=0.1, exclude_from_weight_decay=["bias", "gamma"], clipnorm=1.0),
-    dict(learning_rate=ScheduleSpec.named("ExponentialDecay"), use_ema=True,
-         gradient_accumulation_steps=3),
-    dict(clipvalue=0.5, loss_scale_factor=128.0, use_ema=True, ema_momentum=0.9,
-         ema_overwrite_frequency=3),
-    dict(learning_rate=ScheduleSpec.named("CosineDecayRestarts"), global_clipnorm=1.0,
-         weight_decay=0.3, gradient_accumulation_steps=2),
-]
 _OWN = {
     "adafactor": [dict(learning_rate=0.5),
                   dict(learning_rate=0.05, beta_2_decay=-0.5, epsilon_1=1e-10, epsilon_2=1e-2,
@@ -48,7 +39,7 @@ _OWN = {
 def _configs():
     for optimizer, own in sorted(_OWN.items()):
         for i, kwargs in enumerate(own):
-            shared = {} if i == 0 else _SHARED[(i - 1) % len(_SHARED)]
+            shared = {} if i == 0 else SHARED[(i - 1) % len(SHARED)]
             yield pytest.param(optimizer, {**kwargs, **shared}, id=f"{optimizer}-{i}")
 
 

@@ -18,19 +18,8 @@ import numpy as np
 import pytest
 
 import gradxform as gx
-from tests.keras.harness import ScheduleSpec, check_parity, run_gradxform, run_keras
+from tests.keras.harness import SHARED, ScheduleSpec, check_parity, run_gradxform, run_keras
 
-_SHARED = [  # shared arguments, cycled over each optimizer's own configurations
-    dict(weight_decay=0.1, exclude_from_weight_decay=["bias", "gamma"], clipnorm=1.0),
-    dict(learning_rate=ScheduleSpec.named("ExponentialDecay"), use_ema=True,
-         gradient_accumulation_steps=3),
-    dict(clipvalue=0.5, loss_scale_factor=128.0, use_ema=True, ema_momentum=0.9,
-         ema_overwrite_frequency=3),
-    dict(learning_rate=ScheduleSpec.named("CosineDecayRestarts"), global_clipnorm=1.0,
-         weight_decay=0.3, gradient_accumulation_steps=2),
-    dict(learning_rate=ScheduleSpec.named("PiecewiseConstantDecay"), clipnorm=2.0,
-         loss_scale_factor=4.0),
-]
 _OWN = {
     "sgd": [dict(learning_rate=0.05), dict(learning_rate=0.05, momentum=0.9),
             dict(learning_rate=0.05, momentum=0.9, nesterov=True),
@@ -70,7 +59,7 @@ _OWN = {
 def _configs():
     for optimizer, own in sorted(_OWN.items()):
         for i, kwargs in enumerate(own):
-            shared = {} if i == 0 else _SHARED[(i - 1) % len(_SHARED)]
+            shared = {} if i == 0 else SHARED[(i - 1) % len(SHARED)]
             config = {**kwargs, **shared}
             if optimizer == "adamw" and "weight_decay" in kwargs:
                 config["weight_decay"] = kwargs["weight_decay"]

@@ -36,7 +36,7 @@ from tests.keras.harness import (
     run_gradxform,
     run_keras,
 )
-from tests.keras.test_more_presets import _SHARED
+from tests.keras.harness import SHARED
 
 
 def _preset(kwargs: dict, **overrides):
@@ -66,7 +66,7 @@ _OWN = [
 
 def _configs():
     for i, kwargs in enumerate(_OWN):
-        shared = {} if i in (0, len(_OWN) - 1) else _SHARED[(i - 1) % len(_SHARED)]
+        shared = {} if i in (0, len(_OWN) - 1) else SHARED[(i - 1) % len(SHARED)]
         # The shared weight decay is Muon's; this configuration's own one, where it has one, wins.
         yield pytest.param({**shared, **kwargs}, id=f"muon-{i}")
 

@@ -27,30 +27,33 @@ LARGE_STEPS = (5, 23, 41)
 ZERO_STEPS = (10, 11, 30)
 
 
-def initial_params(seed: int = 0) -> Any:
+def initial_params(seed: int = 0, shapes: Any = SHAPES) -> Any:
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda shape: rng.standard_normal(shape).astype(np.float32), SHAPES,
+    return jax.tree.map(lambda shape: rng.standard_normal(shape).astype(np.float32), shapes,
                         is_leaf=lambda x: isinstance(x, tuple))
 
 
-def gradient_stream(steps: int = STEPS, seed: int = 1) -> list:
+def gradient_stream(steps: int = STEPS, seed: int = 1, shapes: Any = SHAPES) -> list:
     """``steps`` gradient trees: normal, x30 on a few steps, all zeros on others."""
     rng = np.random.default_rng(seed)
     stream = []
     for step in range(steps):
         factor = 30.0 if step in LARGE_STEPS else 0.0 if step in ZERO_STEPS else 1.0
         stream.append(jax.tree.map(
-            lambda shape: (rng.standard_normal(shape) * factor).astype(np.float32), SHAPES,
+            lambda shape: (rng.standard_normal(shape) * factor).astype(np.float32), shapes,
             is_leaf=lambda x: isinstance(x, tuple)))
     return stream
 
 
 def run_torch(cls_name: str, kwargs: dict, factor: Callable[[int], float] | None = None,
-              grads: Sequence | None = None, *, with_states: bool = False) -> Any:
-    """The params (as numpy leaves, tree order) after every step of ``torch.optim.<cls_name>``;
-    with ``with_states``, also each step's per-leaf ``optimizer.state`` as numpy dicts."""
+              grads: Sequence | None = None, *, with_states: bool = False,
+              params: Any = None) -> Any:
+    """The params (as numpy leaves, tree order) after every step of ``torch.optim.<cls_name>``,
+    from ``params`` (default `initial_params`); with ``with_states``, also each step's
+    per-leaf ``optimizer.state`` as numpy dicts."""
     grads = gradient_stream() if grads is None else grads
-    leaves = [torch.nn.Parameter(torch.tensor(x)) for x in jax.tree.leaves(initial_params())]
+    params = initial_params() if params is None else params
+    leaves = [torch.nn.Parameter(torch.tensor(x)) for x in jax.tree.leaves(params)]
     optimizer = getattr(torch.optim, cls_name)(leaves, **kwargs)
     scheduler = None if factor is None else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     trajectory, states = [], []
@@ -67,10 +70,12 @@ def run_torch(cls_name: str, kwargs: dict, factor: Callable[[int], float] | None
     return (trajectory, states) if with_states else trajectory
 
 
-def run_gradxform(tx: Any, grads: Sequence | None = None, *, with_states: bool = False) -> Any:
-    """Our params (numpy leaves) after every step; with ``with_states``, also the states."""
+def run_gradxform(tx: Any, grads: Sequence | None = None, *, with_states: bool = False,
+                  params: Any = None) -> Any:
+    """Our params (numpy leaves) after every step, from ``params`` (default
+    `initial_params`); with ``with_states``, also the states."""
     grads = gradient_stream() if grads is None else grads
-    params = jax.tree.map(jnp.asarray, initial_params())
+    params = jax.tree.map(jnp.asarray, initial_params() if params is None else params)
     state = tx.init(params)
 
     @jax.jit

@@ -56,72 +56,28 @@ import torch.optim._muon as torch_muon
 
 import gradxform as gx
 from gradxform.torch.muon import Muon
-from tests.pytorch.harness import gradient_stream, initial_params
+from tests.pytorch.harness import gradient_stream, initial_params, run_gradxform, run_torch
 
 STEPS = 60
 SHAPES = {"encoder": {"kernel": (4, 3)}, "hidden": (6, 6), "head": {"w": (3, 5)}}
-LARGE_STEPS, ZERO_STEPS = (5, 23, 41), (10, 11, 30)
 BFLOAT16_ULP = 2.0**-7  # one unit in the last place, relative: twice the unit roundoff 2**-8
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """torch's small kernels on one thread: its idle threads spin, which on a busy 2-core
-    machine made the 60-step runs 50 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _is_shape(x):
-    return isinstance(x, tuple)
-
-
 def _initial(seed=0):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: rng.standard_normal(s).astype(np.float32), SHAPES,
-                        is_leaf=_is_shape)
+    return initial_params(seed, SHAPES)
 
 
 def _stream(seed=1):
-    rng = np.random.default_rng(seed)
-    stream = []
-    for step in range(STEPS):
-        factor = 30.0 if step in LARGE_STEPS else 0.0 if step in ZERO_STEPS else 1.0
-        stream.append(jax.tree.map(
-            lambda s: (rng.standard_normal(s) * factor).astype(np.float32), SHAPES,
-            is_leaf=_is_shape))
-    return stream
+    return gradient_stream(STEPS, seed, SHAPES)
 
 
 def _run_torch(kwargs, grads):
-    leaves = [torch.nn.Parameter(torch.tensor(x)) for x in jax.tree.leaves(_initial())]
-    optimizer = torch.optim.Muon(leaves, **kwargs)
-    trajectory = []
-    for g in grads:
-        for p, gi in zip(leaves, jax.tree.leaves(g)):
-            p.grad = torch.tensor(gi)
-        optimizer.step()
-        trajectory.append([p.detach().numpy().copy() for p in leaves])
-    return trajectory
+    return run_torch("Muon", kwargs, grads=grads, params=_initial())
 
 
 def _run_ours(tx, grads):
-    params = jax.tree.map(jnp.asarray, _initial())
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state, g):
-        updates, state = tx.update(g, state, params)
-        return gx.apply_updates(params, updates), state
-
-    trajectory = []
-    for g in grads:
-        params, state = step(params, state, jax.tree.map(jnp.asarray, g))
-        trajectory.append([np.asarray(x) for x in jax.tree.leaves(params)])
-    return trajectory
+    return run_gradxform(tx, grads, params=_initial())
 
 
 class _LeafPaths:

@@ -34,15 +34,6 @@ from tests.transforms.test_lazy_adam import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """torch's small kernels on one thread: its idle threads spin, which on a busy 2-core
-    machine made the 60-step runs 50 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 def _loss(params, ids, cotangents, lookup=gx.sparse.lookup):
     return jnp.sum(lookup(params["emb"], ids) * cotangents)
 
