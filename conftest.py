@@ -58,13 +58,19 @@ def pytest_configure(config):
     )
 
 
-# Started first, these few-minute tests run beside the others instead of after them (under
-# xdist's --dist loadfile the workers take the files in collection order).
-_LONG_FIRST = ("tests/test_multidevice.py::",)
+# Started first, the longest files run beside the others instead of after them: with
+# --no-loadscope-reorder (pyproject.toml), xdist's workers take the files in collection order
+# (its default order, most tests first, put the one-test 8-device suite last).
+_LONG_FIRST = ("tests/test_multidevice.py::", "tests/test_properties.py::")
+
+
+def _start_rank(item) -> int:
+    return next((rank for rank, prefix in enumerate(_LONG_FIRST)
+                 if item.nodeid.startswith(prefix)), len(_LONG_FIRST))
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))  # stable
+    items.sort(key=_start_rank)  # stable: the others keep their order
 
 
 @pytest.fixture(autouse=True)

@@ -278,7 +278,8 @@ SPECS = {
         num_rows=[(0, ValueError), (-3, ValueError), (2.0, ValueError), (True, ValueError),
                   (None, ValueError), ("4", ValueError)],
         unique=[(1, TypeError), ("yes", TypeError), (None, TypeError)])),
-    "scale_by_lazy_adam": (gx.scale_by_lazy_adam, {}, dict(nu_dtype=DTYPE, eps_hat=BOOL, **_ADAM)),
+    "scale_by_lazy_adam": (gx.scale_by_lazy_adam, {}, dict(nu_dtype=DTYPE, eps_hat=BOOL,
+                                                            accurate_bias_correction=BOOL, **_ADAM)),
     "lazy_adam": (gx.lazy_adam, dict(learning_rate=0.1),
                   dict(learning_rate=LEARNING_RATE, nu_dtype=DTYPE, eps_hat=BOOL, **_ADAM)),
     "ftrl": (gx.ftrl, {}, dict(

@@ -1,6 +1,7 @@
 r"""``torch.optim.SparseAdam`` as a gradxform chain: lazy Adam for embedding tables.
 
-``scale(-1.0)`` for ``maximize``, ``scale_by_lazy_adam(eps_hat=True)`` and
+``scale(-1.0)`` for ``maximize``, ``scale_by_lazy_adam(eps_hat=True,
+accurate_bias_correction=True)`` and
 ``scale_by_learning_rate``: each declares a row-sparse rule, so a
 ``gx.RowSparse`` gradient (from ``gx.sparse.value_and_grad``) moves only the
 rows it touches, as torch's sparse gradients of ``nn.Embedding(sparse=True)``
@@ -37,8 +38,8 @@ def SparseAdam(  # noqa: N802 (torch's name)
     for each row :math:`r` a `RowSparse` gradient touches (duplicate indices
     summed first, as torch's ``coalesce``); the other rows keep their
     parameters and moments, and :math:`t` counts every step. The chain is
-    ``scale(-1)`` (``maximize``), ``scale_by_lazy_adam(eps_hat=True)`` and
-    ``scale_by_learning_rate``.
+    ``scale(-1)`` (``maximize``), ``scale_by_lazy_adam(eps_hat=True,
+    accurate_bias_correction=True)`` and ``scale_by_learning_rate``.
 
     torch refuses dense gradients ("SparseAdam does not support dense
     gradients"); here a dense leaf counts as touching every row, and gets
@@ -47,10 +48,10 @@ def SparseAdam(  # noqa: N802 (torch's name)
     where ``torch.optim.Adam`` adds it after the bias correction). A tree may
     mix a sparse table with dense leaves, and a table may switch from one
     form to the other: the state is the same. torch computes
-    :math:`\sqrt{1-\beta_2^t}/(1-\beta_1^t)` in float64 and this chain in
-    float32, as optax does, where :math:`1-\beta_2^t` loses up to about 2e-5 of
-    itself in the first steps at :math:`\beta_2 = 0.999`. torch also refuses
-    complex parameters, which are accepted here.
+    :math:`\sqrt{1-\beta_2^t}/(1-\beta_1^t)` in float64; the chain computes the
+    corrections to float32's precision (``accurate_bias_correction``), as the
+    other ``gx.torch`` presets do. torch also refuses complex parameters, which
+    are accepted here.
 
     Args:
       lr: :math:`\eta > 0`, or a schedule of the step.
@@ -72,7 +73,8 @@ def SparseAdam(  # noqa: N802 (torch's name)
     validation.positive(_OWNER, "eps", eps)
     b1, b2 = _betas(_OWNER, betas)
     parts = _prologue(_OWNER, maximize, 0.0)
-    parts += [scale_by_lazy_adam(b1=b1, b2=b2, eps=eps, eps_hat=True),
+    parts += [scale_by_lazy_adam(b1=b1, b2=b2, eps=eps, eps_hat=True,
+                                 accurate_bias_correction=True),
               scale_by_learning_rate(lr)]
     return returned_by(chain(*parts), _OWNER)
 
