@@ -19,7 +19,7 @@ from typing import Any
 from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
-from gradxform.torch.optimizers import _betas, _check_lr, _epilogue, _prologue
+from gradxform.torch.optimizers import _betas, _check_lr, _checked_items, _epilogue, _prologue
 from gradxform.schedules.step_size import relative_step_size
 from gradxform.transforms.adadelta import scale_by_adadelta
 from gradxform.transforms.adam_variants import scale_by_radam
@@ -73,20 +73,18 @@ def Adadelta(  # noqa: N802 (torch's name)
     return returned_by(chain(*parts), owner)
 
 
+def _smallest_floor(owner: str, name: str, value: Any) -> None:
+    if value is not None:  # None: the dtype's machine epsilon
+        validation.in_range(owner, name, value, low=2.0**-63)
+
+
 def _adafactor_eps(owner: str, eps: Any) -> tuple[Any, float]:
     """torch's ``eps=(eps1, eps2)``: ``eps1`` None or >= 2**-63 (its square a normal
     float32, the floor of `scale_by_factored_rms`), ``eps2`` >= 0."""
-    message = (f"{owner}: eps must be a pair (eps1, eps2), eps1 None or a number >= 2**-63 "
-               f"and eps2 a number >= 0, got {eps!r}")
-    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
-        raise TypeError(message)
-    try:
-        if eps[0] is not None:
-            validation.in_range(owner, "eps[0]", eps[0], low=2.0**-63)
-        validation.non_negative(owner, "eps[1]", eps[1])
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{message} ({error})") from None
-    return eps[0], eps[1]
+    eps1, eps2 = _checked_items(owner, "eps", eps, "a pair (eps1, eps2), eps1 None or a number "
+                                ">= 2**-63 and eps2 a number >= 0",
+                                (_smallest_floor, validation.non_negative))
+    return eps1, eps2
 
 
 def Adafactor(  # noqa: N802 (torch's name)

@@ -17,7 +17,7 @@ from gradxform.core import validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.core.matrices import MuonDimensionNumbers
-from gradxform.torch.optimizers import _check_lr, _epilogue
+from gradxform.torch.optimizers import _check_lr, _checked_items, _epilogue
 from gradxform.transforms.orthogonalize import scale_by_muon
 from gradxform.transforms.scaling import scale_by_learning_rate
 from gradxform.transforms.shape_scaling import scale_by_shape
@@ -30,18 +30,11 @@ _ROWS_OUT = MuonDimensionNumbers(reduction_axis=1, output_axis=0)
 
 
 def _ns_coefficients(value: Any) -> tuple[float, float, float]:
-    message = (f"{_OWNER}: ns_coefficients must be a tuple of three real numbers (a, b, c), "
-               f"got {value!r}")
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(message)
-    if len(value) != 3:
-        raise ValueError(message)
-    for i, item in enumerate(value):
-        try:
-            validation.real_number(_OWNER, f"ns_coefficients[{i}]", item)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{message} ({error})") from None
-    return tuple(float(item) for item in value)
+    checks = (validation.real_number,) * 3
+    coefficients = _checked_items(_OWNER, "ns_coefficients", value,
+                                  "a tuple of three real numbers (a, b, c)", checks,
+                                  length_error=ValueError)
+    return tuple(float(item) for item in coefficients)
 
 
 def Muon(  # noqa: N802 (torch's name)

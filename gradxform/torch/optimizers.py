@@ -63,16 +63,28 @@ def _epilogue(decoupled: bool, weight_decay: Any, lr: ScalarOrSchedule) -> list:
     return []
 
 
-def _betas(owner: str, betas: Any) -> tuple[float, float]:
-    message = f"{owner}: betas must be a pair (beta1, beta2) of rates in [0, 1), got {betas!r}"
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+def _checked_items(owner: str, name: str, value: Any, wanted: str, checks: tuple, *,
+                   length_error: type = TypeError) -> tuple:
+    """torch's tuple arguments (``betas``, ``etas``, ...): ``value`` has one item per check
+    ``check(owner, f"{name}[i]", item)``; every error shows the whole value and what is wanted.
+    A wrong length raises ``length_error`` (a non-sequence, always a `TypeError`)."""
+    message = f"{owner}: {name} must be {wanted}, got {value!r}"
+    if not isinstance(value, (tuple, list)):
         raise TypeError(message)
-    for i, beta in enumerate(betas):
+    if len(value) != len(checks):
+        raise length_error(message)
+    for i, (item, check) in enumerate(zip(value, checks)):
         try:
-            validation.decay_rate(owner, f"betas[{i}]", beta)
+            check(owner, f"{name}[{i}]", item)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{message} ({error})") from None
-    return float(betas[0]), float(betas[1])
+    return tuple(value)
+
+
+def _betas(owner: str, betas: Any) -> tuple[float, float]:
+    b1, b2 = _checked_items(owner, "betas", betas, "a pair (beta1, beta2) of rates in [0, 1)",
+                            (validation.decay_rate, validation.decay_rate))
+    return float(b1), float(b2)
 
 
 def SGD(  # noqa: N802 (torch's name)

@@ -16,7 +16,7 @@ from gradxform.core import numerics, validation
 from gradxform.core.base import GradientTransformation, ScalarOrSchedule, returned_by
 from gradxform.core.combine import chain
 from gradxform.schedules.averaged_sgd import averaged_sgd_schedule
-from gradxform.torch.optimizers import _check_lr, _prologue
+from gradxform.torch.optimizers import _check_lr, _checked_items, _prologue
 from gradxform.transforms.params_ema import params_average
 from gradxform.transforms.rprop import scale_by_rprop
 from gradxform.transforms.scaling import scale, scale_by_learning_rate
@@ -25,15 +25,8 @@ from gradxform.transforms.weight_decay import decoupled_weight_decay
 
 def _pair(owner: str, name: str, value: Any, wanted: str, checks: tuple) -> tuple[float, float]:
     """``value`` as two floats, each passing its check ``check(owner, name, item)``."""
-    message = f"{owner}: {name} must be a pair {wanted}, got {value!r}"
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(message)
-    for i, (item, check) in enumerate(zip(value, checks)):
-        try:
-            check(owner, f"{name}[{i}]", item)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{message} ({error})") from None
-    return float(value[0]), float(value[1])
+    first, second = _checked_items(owner, name, value, f"a pair {wanted}", checks)
+    return float(first), float(second)
 
 
 def _below_one(owner: str, name: str, value: Any) -> None:
